@@ -1,0 +1,231 @@
+"""Cross-frame self-attention processors and the temporal attention block.
+
+Spatial self-attention of a 2-D UNet becomes cross-frame attention by swapping the attention
+processor of each transformer block's ``attn1`` (diffusers' ``set_attn_processor``): queries
+come from each frame, keys and values from the frames the mode picks.
+
+=================  ============================================  ==========================
+mode               keys / values of frame ``i``                  used by
+=================  ============================================  ==========================
+``none``           frame ``i`` (per-frame, the image model)      --
+``sparse_causal``  frame 0 and frame ``max(i - 1, 0)``           Tune-A-Video
+``first_frame``    frame 0                                       Text2Video-Zero
+``keyframe``       frame ``k`` (chosen)                          ControlVideo-style
+``full``           all frames                                    FateZero-style (ST-attn)
+=================  ============================================  ==========================
+
+``sparse_causal`` concatenates the tokens of the first and the previous frame, first frame
+first, and does so for frame 0 as well (its keys are frame 0 twice), exactly as Tune-A-Video.
+
+All attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`, which picks
+flash / memory-efficient kernels on its own; xformers is not used.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import Attention
+from einops import rearrange
+from torch import Tensor, nn
+
+from .frames import FrameContext
+
+AttentionMode = Literal["none", "sparse_causal", "first_frame", "keyframe", "full"]
+ATTENTION_MODES = ("none", "sparse_causal", "first_frame", "keyframe", "full")
+
+__all__ = [
+    "ATTENTION_MODES",
+    "CrossFrameAttnProcessor",
+    "TemporalAttention",
+    "VideoTransformerBlock",
+    "check_attention_mode",
+]
+
+
+def check_attention_mode(mode: str, keyframe: int = 0) -> None:
+    """Raise ValueError for an unknown mode or a negative keyframe index."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {mode!r}")
+    if not isinstance(keyframe, int) or isinstance(keyframe, bool) or keyframe < 0:
+        raise ValueError(f"keyframe must be a frame index >= 0, got {keyframe!r}")
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    return rearrange(x, "b n (h d) -> b h n d", h=heads)
+
+
+def _key_frames(x: Tensor, mode: str, keyframe: int, f: int) -> Tensor:
+    """Gather the key/value tokens each frame attends to: ``(b f, n, c) -> (b f, m, c)``."""
+    video = rearrange(x, "(b f) n c -> b f n c", f=f)
+    if mode == "sparse_causal":
+        previous = (torch.arange(f, device=x.device) - 1).clamp(min=0)
+        first = torch.zeros_like(previous)
+        video = torch.cat([video[:, first], video[:, previous]], dim=2)  # (b, f, 2n, c)
+    else:  # first_frame / keyframe: one frame for all
+        index = 0 if mode == "first_frame" else keyframe
+        if index >= f:
+            raise ValueError(f"keyframe index {index} is out of range for a video of {f} frames")
+        video = video[:, [index] * f]  # (b, f, n, c)
+    return rearrange(video, "b f m c -> (b f) m c")
+
+
+class CrossFrameAttnProcessor:
+    """diffusers attention processor: self-attention whose keys and values come from other
+    frames (module docstring). Meant for ``BasicTransformerBlock.attn1``.
+
+    Input ``hidden_states`` of shape ``(b f, n, c)`` (n tokens per frame); the frame count comes
+    from the shared :class:`FrameContext`. When called with ``encoder_hidden_states`` (an
+    ``attn1`` configured as cross-attention) it behaves as plain attention.
+    """
+
+    def __init__(self, context: FrameContext, mode: AttentionMode = "sparse_causal", keyframe=0):
+        check_attention_mode(mode, keyframe)
+        self.context = context
+        self.mode = mode
+        self.keyframe = keyframe
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r}, keyframe={self.keyframe})"
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        if hidden_states.ndim != 3:
+            raise ValueError(
+                f"expected hidden_states of shape (b f, n, c), got {tuple(hidden_states.shape)}"
+            )
+        mode = "none" if encoder_hidden_states is not None else self.mode
+        if attention_mask is not None and mode != "none":
+            raise ValueError(f"cross-frame attention ({mode!r}) does not take an attention_mask")
+        residual = hidden_states
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+
+        folded = None
+        if mode in ("sparse_causal", "first_frame", "keyframe"):
+            f = self.context.fold(query)[1]
+            key = _key_frames(key, mode, self.keyframe, f)
+            value = _key_frames(value, mode, self.keyframe, f)
+        elif mode == "full":  # one sequence of all frames' tokens per video
+            folded = self.context.fold(query)
+            query, key, value = (
+                rearrange(x, "(b f) n c -> b (f n) c", f=folded[1]) for x in (query, key, value)
+            )
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[1], query.shape[0])
+            attention_mask = mask.view(query.shape[0], attn.heads, -1, mask.shape[-1])
+
+        query, key, value = (_heads(x, attn.heads) for x in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        out = rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
+        if folded is not None:
+            out = rearrange(out, "b (f n) c -> (b f) n c", f=folded[1])
+
+        out = attn.to_out[1](attn.to_out[0](out))  # linear, dropout
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the frames at every spatial position, pre-norm, residual.
+
+    ``(b f, n, c) -> (b f, n, c)``: ``x + attn(norm(x))`` on ``rearrange(x, "(b f) n c ->
+    (b n) f c")``. No positional encoding (as Tune-A-Video). The output projection starts at
+    zero, weight and bias, so the block starts as the identity.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        *,
+        context: FrameContext,
+        bias: bool = False,
+        upcast_attention: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.context = context
+        with torch.device("meta"):  # built empty, then initialised from `generator` only
+            self.norm = nn.LayerNorm(dim)
+            self.attn = Attention(
+                query_dim=dim, heads=heads, dim_head=dim_head, bias=bias,
+                upcast_attention=upcast_attention, out_bias=True,
+            )  # fmt: skip
+        self.to_empty(device="cpu")
+        with torch.no_grad():
+            nn.init.ones_(self.norm.weight)
+            nn.init.zeros_(self.norm.bias)
+            for linear in (self.attn.to_q, self.attn.to_k, self.attn.to_v):
+                # nn.Linear's own default initialisation, drawn from `generator`
+                nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+                if linear.bias is not None:
+                    bound = 1 / math.sqrt(linear.in_features)
+                    linear.bias.uniform_(-bound, bound, generator=generator)
+            nn.init.zeros_(self.attn.to_out[0].weight)
+            nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        b, f = self.context.fold(hidden_states)
+        x = rearrange(hidden_states, "(b f) n c -> (b n) f c", b=b, f=f)
+        x = x + self.attn(self.norm(x))
+        return rearrange(x, "(b n) f c -> (b f) n c", b=b)
+
+
+class VideoTransformerBlock(nn.Module):
+    """A diffusers ``BasicTransformerBlock`` (``spatial``) followed by temporal attention.
+
+    Same call signature as ``BasicTransformerBlock``, so ``Transformer2DModel`` (and its
+    gradient checkpointing) treat it as the block it replaces. The temporal attention runs on
+    the block's output, i.e. after the feed-forward and before the transformer's ``proj_out``:
+    where Tune-A-Video's BasicTransformerBlock applies ``attn_temp``.
+    """
+
+    def __init__(self, spatial: BasicTransformerBlock, temporal: TemporalAttention | None):
+        super().__init__()
+        self.spatial = spatial
+        self.temporal = temporal
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        attention_mask: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        timestep: Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        class_labels: Tensor | None = None,
+        added_cond_kwargs: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        hidden_states = self.spatial(
+            hidden_states,
+            attention_mask=attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            timestep=timestep,
+            cross_attention_kwargs=cross_attention_kwargs,
+            class_labels=class_labels,
+            added_cond_kwargs=added_cond_kwargs,
+        )
+        if self.temporal is not None:
+            hidden_states = self.temporal(hidden_states)
+        return hidden_states
