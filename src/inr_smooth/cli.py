@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 
 from . import __version__
+from .commands import CLIError
 
 DESCRIPTION = """\
 Temporally smooth diffusion video synthesis with interframe noise relations (INR Smooth).
@@ -20,6 +21,9 @@ Temporally smooth diffusion video synthesis with interframe noise relations (INR
 
 Run `inr-smooth COMMAND --help` for each command's options.
 """
+
+# every subcommand, in the order of --help; each has a module inr_smooth.commands.<name>
+COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo")
 
 # subcommands whose issues have not landed yet: name -> (one-line help, what it will do)
 PLANNED = {
@@ -46,41 +50,6 @@ PLANNED = {
 }
 
 
-class CLIError(Exception):
-    """An error the user can fix; printed as one line without a traceback."""
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="offline demonstration of the INR math (no weights needed)",
-        description=(
-            "Show what the INR losses and INR inversion noise do, on constructed tensors and an "
-            "analytic DDIM inversion of a synthetic latent clip. Needs no model weights and "
-            "runs in seconds on a CPU."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--frames", type=int, default=8, help="number of frames (>= 3)")
-    p.add_argument("--size", type=int, default=32, help="latent height and width")
-    p.add_argument("--steps", type=int, default=50, help="DDIM inversion steps")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random tensor")
-    p.add_argument("--json", type=Path, default=None, help="also write the tables as JSON here")
-    p.set_defaults(handler=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> None:
-    from .math_demo import run
-
-    if args.frames < 3:
-        raise CLIError(f"--frames must be at least 3, got {args.frames}")
-    if args.size < 4 or args.steps < 1:
-        raise CLIError("--size must be at least 4 and --steps at least 1")
-    print(run(args.frames, args.size, args.steps, args.seed, args.json))
-    if args.json:
-        print(f"\nwrote {args.json}")
-
-
 def _add_planned(sub: argparse._SubParsersAction, name: str, summary: str, text: str) -> None:
     p = sub.add_parser(
         name,
@@ -102,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inr-smooth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (summary, text) in PLANNED.items():
-        _add_planned(sub, name, summary, text)
-    _add_demo(sub)
+    for name in COMMANDS:
+        if name in PLANNED:
+            _add_planned(sub, name, *PLANNED[name])
+        else:
+            importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
 
 
