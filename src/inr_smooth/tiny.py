@@ -97,7 +97,8 @@ def write_clip_tokenizer(folder: str | Path, bpe_path: str | Path | None = None)
     """Write CLIP's tokenizer (``vocab.json``, ``merges.txt``, configs) into ``folder``."""
     from transformers import CLIPTokenizer
 
-    lines = gzip.open(bpe_path or clip_bpe_path()).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_path or clip_bpe_path(), "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
     merges = lines[1 : _NUM_MERGES + 1]
     alphabet = list(_bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m.split()) for m in merges]
