@@ -135,7 +135,10 @@ def _load_single_file(path: Path, config, torch_dtype) -> UNet2DConditionModel:
         config = str(config)
     try:
         return UNet2DConditionModel.from_single_file(
-            str(path), config=None if config is None else str(config), torch_dtype=torch_dtype
+            str(path),
+            config=None if config is None else str(config),
+            subfolder=None if config is None else "unet",
+            torch_dtype=torch_dtype,
         )
     except Exception as exc:  # diffusers raises OSError, ValueError, KeyError, ... here
         hint = (
