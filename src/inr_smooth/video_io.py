@@ -1,0 +1,333 @@
+"""Reading and writing videos: the only module that touches codecs (PyAV).
+
+* Disk side: ``uint8 (f, h, w, 3)`` RGB arrays. Model side: float32 ``(3, f, h, w)`` in [-1, 1]
+  (:func:`video_to_tensor`, :func:`tensor_to_video`).
+* Reads mp4 / webm / mov / mkv / avi / gif files and folders of numbered PNG / JPG frames; picks
+  frames by ``start``, ``stride`` and ``num_frames`` (Tune-A-Video's ``sample_start_idx``,
+  ``sample_frame_rate``, ``n_sample_frames``) and resizes (aspect kept + centre crop, or exact).
+* Writes mp4 (H.264, yuv420p), gif and PNG folders atomically: a temporary name in the same
+  folder, then a rename, so a crash or Ctrl-C never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "FRAME_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "read_video",
+    "tensor_to_video",
+    "video_fps",
+    "video_to_tensor",
+    "write_side_by_side",
+    "write_video",
+]
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class VideoError(ValueError):
+    """A video that cannot be read or written as asked (one line: expected vs found)."""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
+
+    def natural(path: Path):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+    return sorted(files, key=natural)
+
+
+def _decode_file(path: Path, wanted: set[int] | None, last: int | None) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"expected a video stream in {path}, found none")
+            for index, frame in enumerate(container.decode(video=0)):
+                if last is not None and index > last:
+                    break
+                if wanted is None or index in wanted:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot decode {path}: {exc} (a corrupt or unsupported file?)") from None
+    return frames
+
+
+def _pick(total: int | None, num_frames: int | None, start: int, stride: int) -> list[int] | None:
+    if num_frames is None:
+        return None if total is None else list(range(start, total, stride))
+    return [start + i * stride for i in range(num_frames)]
+
+
+def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    for side in (h, w):
+        if side < 8 or side % 8:
+            low, high = max(8, side // 8 * 8), (side // 8 + 1) * 8
+            raise VideoError(
+                f"frame size must be a multiple of 8 (the VAE downsamples by 8), got {side}; "
+                f"use {low} or {high}"
+            )
+    return h, w
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    h, w = size
+    image = Image.fromarray(frame)
+    if mode == "exact":
+        return np.asarray(image.resize((w, h), Image.Resampling.BICUBIC))
+    scale = max(h / frame.shape[0], w / frame.shape[1])
+    rh, rw = max(h, round(frame.shape[0] * scale)), max(w, round(frame.shape[1] * scale))
+    image = image.resize((rw, rh), Image.Resampling.BICUBIC)
+    top, left = (rh - h) // 2, (rw - w) // 2
+    return np.asarray(image.crop((left, top, left + w, top + h)))
+
+
+def read_video(
+    path: str | Path,
+    *,
+    num_frames: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    size: int | tuple[int, int] | None = None,
+    resize: str = "crop",
+) -> np.ndarray:
+    """Frames ``start, start + stride, ...`` (``num_frames`` of them, or all) as ``uint8
+    (f, h, w, 3)``; ``size`` (side or ``(h, w)``, multiples of 8) resizes with ``resize="crop"``
+    (aspect kept, centre crop) or ``"exact"``."""
+    path = Path(path).expanduser()
+    if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
+        raise VideoError(
+            f"expected start >= 0, stride >= 1, num_frames >= 1; got start={start}, "
+            f"stride={stride}, num_frames={num_frames}"
+        )
+    if resize not in ("crop", "exact"):
+        raise VideoError(f"resize must be 'crop' or 'exact', got {resize!r}")
+    target = _check_size(size)
+    if not path.exists():
+        raise VideoError(f"video not found: {path}")
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise VideoError(f"expected numbered {'/'.join(FRAME_SUFFIXES)} frames in {path}")
+        total, indices = len(files), _pick(len(files), num_frames, start, stride)
+        frames = [_read_image(files[i]) for i in indices if i < total]
+    else:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise VideoError(
+                f"expected a video file ({', '.join(VIDEO_SUFFIXES)}), got {path.name}"
+            )
+        indices = _pick(None, num_frames, start, stride)
+        if indices is None:
+            frames = _decode_file(path, None, None)[start::stride]
+        else:
+            frames = _decode_file(path, set(indices), indices[-1])
+    if not frames:
+        raise VideoError(f"no frames read from {path} (start={start}, stride={stride})")
+    if num_frames is not None and len(frames) < num_frames:
+        raise VideoError(
+            f"{path} has too few frames: asked for {num_frames} frames from index {start} with "
+            f"stride {stride} (last index {start + (num_frames - 1) * stride}), found {len(frames)}"
+        )
+    if target is not None:
+        frames = [_resize(f, target, resize) for f in frames]
+    elif frames[0].shape[0] % 8 or frames[0].shape[1] % 8:
+        h, w = frames[0].shape[:2]
+        raise VideoError(
+            f"frame size {h}x{w} of {path} is not a multiple of 8: pass size= (--size) to resize"
+        )
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise VideoError(f"cannot read frame {path}: {exc}") from None
+
+
+def video_fps(path: str | Path) -> float | None:
+    """Frames per second of a video file (None for frame folders or when unknown)."""
+    import av
+
+    path = Path(path)
+    if path.is_dir():
+        return None
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
+            return float(rate) if rate else None
+    except (av.FFmpegError, IndexError):
+        return None
+
+
+# ----------------------------------------------------------------------------- tensors
+
+
+def video_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``uint8 (f, h, w, 3)`` -> float32 ``(3, f, h, w)`` in [-1, 1]."""
+    _check_frames(frames)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return video.permute(3, 0, 1, 2).contiguous()  # (3, f, h, w)
+
+
+def tensor_to_video(video: torch.Tensor) -> np.ndarray:
+    """float ``(3, f, h, w)`` or ``(1, 3, f, h, w)`` in [-1, 1] -> ``uint8 (f, h, w, 3)``."""
+    if video.ndim == 5 and video.shape[0] == 1:
+        video = video[0]
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"expected a video of shape (3, f, h, w), got {tuple(video.shape)}")
+    pixels = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).cpu().numpy()  # (f, h, w, 3)
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got {getattr(frames, 'dtype', type(frames))}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"expected frames of shape (f, h, w, 3), got {frames.shape}")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it to ``path`` only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    import av
+
+    h, w = frames.shape[1:3]
+    pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))  # yuv420p needs even sizes
+    frames = np.pad(frames, pad, mode="edge")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0)  # fmt: skip
+
+
+def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> Path:
+    """Write ``uint8 (f, h, w, 3)`` frames as ``.mp4``, ``.gif`` or, for a path without a
+    suffix, a folder of numbered PNGs; atomically. Returns the path."""
+    _check_frames(frames)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".mp4", ".gif", ""):
+        raise VideoError(f"expected a .mp4, .gif or suffix-less (PNG folder) path, got {path}")
+    with _atomic(path) as tmp:
+        if suffix == ".mp4":
+            _write_mp4(tmp, frames, fps)
+        elif suffix == ".gif":
+            _write_gif(tmp, frames, fps)
+        else:
+            tmp.mkdir()
+            for i, frame in enumerate(frames):
+                Image.fromarray(frame).save(tmp / f"{i:05d}.png")
+    return path
+
+
+def write_side_by_side(
+    path: str | Path,
+    videos: Sequence[np.ndarray],
+    labels: Sequence[str],
+    *,
+    fps: float = 8,
+    columns: int | None = None,
+) -> Path:
+    """Several videos of one length in a grid, each under a text label; mp4 or gif."""
+    if not videos or len(videos) != len(labels):
+        raise ValueError(
+            f"expected one label per video, got {len(videos)} videos, {len(labels)} labels"
+        )
+    lengths = {len(v) for v in videos}
+    if len(lengths) != 1:
+        raise ValueError(f"expected videos of one length, got lengths {sorted(lengths)}")
+    for video in videos:
+        _check_frames(video)
+    h, w = videos[0].shape[1:3]
+    tiles = [
+        _labelled(v if v.shape[1:3] == (h, w) else _resize_all(v, (h, w)), t)
+        for v, t in zip(videos, labels, strict=True)
+    ]
+    columns = columns or len(tiles)
+    rows = -(-len(tiles) // columns)
+    blank = np.zeros_like(tiles[0])
+    tiles += [blank] * (rows * columns - len(tiles))
+    grid = np.concatenate(
+        [np.concatenate(tiles[r * columns : (r + 1) * columns], axis=2) for r in range(rows)],
+        axis=1,
+    )  # (f, rows * (strip + h), columns * w, 3)
+    return write_video(path, grid, fps=fps)
+
+
+def _resize_all(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.stack([_resize(frame, size, "exact") for frame in video])
+
+
+def _labelled(video: np.ndarray, label: str) -> np.ndarray:
+    """Put a white strip with ``label`` above every frame."""
+    import cv2
+
+    f, w = video.shape[0], video.shape[2]
+    scale = max(0.3, min(1.0, w / 512))
+    strip_h = max(12, int(28 * scale))
+    strip = np.full((strip_h, w, 3), 255, np.uint8)
+    text = label
+    while text and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > w - 4:
+        text = text[:-2]
+    if text != label:
+        text = text[:-1] + "~"
+    baseline = strip_h - max(3, int(8 * scale))
+    cv2.putText(
+        strip, text, (2, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA
+    )
+    return np.concatenate([np.broadcast_to(strip, (f, strip_h, w, 3)), video], axis=1)
