@@ -27,14 +27,6 @@ COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo")
 
 # subcommands whose issues have not landed yet: name -> (one-line help, what it will do)
 PLANNED = {
-    "tune": (
-        "one-shot tuning with none | smoothvideo | inr smoothing",
-        "Tune a Stable Diffusion 1.x model on one video with the INR(T) smoothing loss.",
-    ),
-    "generate": (
-        "sample videos from a tuned model",
-        "Generate edited videos from weights written by `inr-smooth tune`.",
-    ),
     "edit": (
         "training-free editing with INR inversion noise",
         "Invert a video with DDIM, rebuild the inversion noise with INR(TF), and edit.",
@@ -42,10 +34,6 @@ PLANNED = {
     "eval": (
         "CLIP text alignment, CLIP frame consistency, optical-flow warp error",
         "Evaluate videos with the declared metric suite.",
-    ),
-    "bench": (
-        "speed and memory benchmarks",
-        "Time and measure the training step and the editor per smoothing mode.",
     ),
 }
 
