@@ -1,0 +1,109 @@
+"""CLIP metrics: pure functions on embeddings, and the feature extractor that makes them.
+
+Scores are raw cosine similarities in [-1, 1] (papers often print 100 x cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_CLIP_MODEL",
+    "ClipFeatures",
+    "clip_frame_allpairs",
+    "clip_frame_consistency",
+    "clip_text_score",
+]
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+
+
+def _unit(x: Tensor) -> Tensor:
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _frames(frame_embs: Tensor, least: int) -> Tensor:
+    frame_embs = torch.as_tensor(frame_embs)
+    if frame_embs.ndim != 2 or frame_embs.shape[0] < least:
+        raise ValueError(
+            f"expected frame embeddings of shape (f >= {least}, d), got {tuple(frame_embs.shape)}"
+        )
+    return _unit(frame_embs)
+
+
+def clip_text_score(text_emb: Tensor, frame_embs: Tensor) -> float:
+    """CLIP(T): mean over frames of cos(text, frame). ``text_emb (d,)``, ``frame_embs (f, d)``."""
+    frames = _frames(frame_embs, 1)
+    text = _unit(text_emb).reshape(-1)
+    if text.shape[0] != frames.shape[1]:
+        raise ValueError(f"expected a text embedding of size {frames.shape[1]}, got {text.shape}")
+    return float((frames @ text).mean())
+
+
+def clip_frame_consistency(frame_embs: Tensor) -> float:
+    """CLIP(F) as in the INR paper: mean cos(frame_i, frame_{i+1}) over consecutive pairs."""
+    frames = _frames(frame_embs, 2)
+    return float((frames[:-1] * frames[1:]).sum(-1).mean())
+
+
+def clip_frame_allpairs(frame_embs: Tensor) -> float:
+    """The LOVEU-TGVE convention: mean cos(frame_i, frame_j) over all pairs i < j."""
+    frames = _frames(frame_embs, 2)
+    sims = frames @ frames.T
+    i, j = torch.triu_indices(len(frames), len(frames), offset=1)
+    return float(sims[i, j].mean())
+
+
+class ClipFeatures:
+    """Text and image embeddings from any transformers CLIP model (hub id or local folder)."""
+
+    def __init__(self, model: str = DEFAULT_CLIP_MODEL, *, device=None, batch_size: int = 16):
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.name = str(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.model = CLIPModel.from_pretrained(self.name).eval().to(self.device)
+            self.processor = CLIPProcessor.from_pretrained(self.name)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FileNotFoundError(
+                f"could not load the CLIP model {self.name!r}: {first} (a hub id needs network "
+                "access or a filled cache; pass --clip-model a local folder, or --no-clip)"
+            ) from None
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def text(self, prompts: Sequence[str]) -> Tensor:
+        """``(n, d)`` float32 text embeddings."""
+        inputs = self.processor(text=list(prompts), return_tensors="pt", padding=True,
+                                truncation=True)  # fmt: skip
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return _features(self.model.get_text_features(**inputs)).float().cpu()
+
+    @torch.no_grad()
+    def images(self, frames: np.ndarray) -> Tensor:
+        """``(f, d)`` float32 embeddings of ``uint8 (f, h, w, 3)`` frames."""
+        out = []
+        for start in range(0, len(frames), self.batch_size):
+            batch = list(frames[start : start + self.batch_size])
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+            embeds = self.model.get_image_features(pixel_values=pixels.to(self.device))
+            out.append(_features(embeds).float().cpu())
+        return torch.cat(out)
+
+
+def _features(output) -> Tensor:
+    """transformers returns a tensor (<= 4.x) or an output object with ``pooler_output``."""
+    if isinstance(output, Tensor):
+        return output
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    raise TypeError(f"unexpected CLIP feature output {type(output).__name__}")
