@@ -31,10 +31,6 @@ PLANNED = {
         "training-free editing with INR inversion noise",
         "Invert a video with DDIM, rebuild the inversion noise with INR(TF), and edit.",
     ),
-    "eval": (
-        "CLIP text alignment, CLIP frame consistency, optical-flow warp error",
-        "Evaluate videos with the declared metric suite.",
-    ),
 }
 
 
