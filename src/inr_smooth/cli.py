@@ -27,10 +27,6 @@ COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo")
 
 # subcommands whose issues have not landed yet: name -> (one-line help, what it will do)
 PLANNED = {
-    "edit": (
-        "training-free editing with INR inversion noise",
-        "Invert a video with DDIM, rebuild the inversion noise with INR(TF), and edit.",
-    ),
 }
 
 

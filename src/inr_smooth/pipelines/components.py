@@ -139,7 +139,9 @@ def encode_video(
         dist = vae.encode(piece).latent_dist
         latents.append(dist.sample(generator) if sample else dist.mean)
     latents = torch.cat(latents) * vae.config.scaling_factor
-    return rearrange(latents, "(b f) c h w -> b c f h w", b=b)
+    # contiguous: a strided view would make the UNet's results depend on the memory layout,
+    # so latents that went through a file (e.g. a cache) would not reproduce bit for bit
+    return rearrange(latents, "(b f) c h w -> b c f h w", b=b).contiguous()
 
 
 @torch.no_grad()

@@ -1,0 +1,421 @@
+"""Training-free, inversion-based video editing with INR inversion noise (``inr-smooth edit``).
+
+FateZero's recipe, with INR(TF) (spec §4) as a switch. :class:`EditPipeline` runs:
+
+1. read the source frames and VAE-encode them;
+2. DDIM-invert the latents with the source prompt (no guidance), storing the attention that
+   fusion reuses (:mod:`.attention_fusion`), or load both from the inversion cache
+   (:mod:`.inversion_cache`);
+3. INR inversion noise: with ``apply_at="final_step"`` the last inversion step is redone with
+   ``eps_star = (1 - gamma) eps_inv + gamma eps_inr``, so only the final latent ``z_K`` moves;
+   with ``"every_step"`` INR already entered every step of 2.; ``gamma = 0`` is plain inversion;
+4. DDIM-sample from there with the edit prompt and classifier-free guidance, cross-frame
+   attention (``"full"`` by default) and attention fusion in the first ``self_replace`` steps;
+5. decode with the VAE;
+6. write ``<prompt>.mp4``, ``.gif``, ``<prompt>-side-by-side.mp4`` (source | edit),
+   ``config.yaml`` and ``log.json`` (time and peak memory per stage, attention store size,
+   cache hit) into a temporary folder that is renamed to ``output`` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from ..config import config_to_dict
+from ..inversion import ApplyAt, DDIMSchedule, NoiseSource, ddim_invert, ddim_sample
+from ..models import VideoUNet, inflate_unet
+from ..relations import inr_inversion_noise
+from ..runlog import RunLog
+from ..video_io import read_video, tensor_to_video, video_to_tensor
+from .attention_fusion import (
+    AttentionFusion,
+    FusionPlan,
+    blend_token_positions,
+    estimate_store_bytes,
+    fusion_installed,
+    fusion_layers,
+    replace_steps,
+)
+from .attention_store import AttentionStore
+from .components import decode_video, encode_prompts, encode_video, load_parts
+from .guidance import guided_noise_fn
+from .inversion_cache import (
+    InvertedVideo,
+    cache_key,
+    cache_path,
+    frames_digest,
+    load_inversion,
+    model_identity,
+    save_inversion,
+)
+from .sampling import write_samples
+from .tune import DEFAULT_MODEL, _resolve_model, resolve_device
+
+__all__ = ["EditConfig", "EditPipeline", "EditResult", "edit", "inr_start_latents"]
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+CPU_STORE_BUDGET = 512 * 2**20  # "auto": keep the store in RAM up to this size on a CPU
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Everything an edit needs; YAML presets in ``configs/edit/`` use these keys."""
+
+    video: str = ""  # source video file or folder of frames
+    source_prompt: str = ""  # caption of the source video: the inversion prompt
+    prompt: str = ""  # the edit prompt
+    model: str = DEFAULT_MODEL  # SD 1.x hub id, local diffusers folder, or "mini"
+    output: str = "outputs/edit"  # run folder; must not exist or be empty
+    # INR(TF) inversion noise (spec §4)
+    inversion_weight: float = 1.0  # gamma; 0 = plain DDIM inversion (paper: 1.0 with FateZero)
+    apply_at: ApplyAt = "final_step"  # final_step | every_step
+    noise_source: NoiseSource = "gaussian"  # gaussian | implied
+    alpha: float = 0.5  # weight of the last -> first chain
+    beta: float = 0.5  # weight of the first -> last chain
+    chain: Literal["adjacent", "anchored"] = "adjacent"
+    # frames
+    frames: int = 8
+    size: int = 512  # frame side in pixels
+    start: int = 0
+    stride: int = 1
+    # sampling
+    inference_steps: int = 50  # DDIM steps of inversion and of sampling
+    guidance_scale: float = 7.5
+    attention: Literal["full", "sparse_causal", "first_frame", "keyframe", "none"] = "full"
+    # attention fusion (FateZero)
+    self_replace: float = 0.5  # fraction of sampling steps that use the source's self-attention
+    blend_words: tuple[str, ...] = ()  # source-prompt words whose region follows the edit
+    blend_threshold: float = 0.3  # mask = scaled cross-attention of the words >= this
+    fusion_min_downsample: int = 2  # fuse layers at least this many times smaller than the latent
+    attention_store: Literal["auto", "device", "disk"] = "auto"  # where stored attention lives
+    cache_dir: str | None = None  # inversion cache folder; None: no cache
+    # run
+    seed: int = 0  # seed of the Gaussian random noise rho of INR(TF)
+    fps: float = 8.0
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.frames >= 2, f"frames must be at least 2 (INR relates neighbouring frames), "
+                               f"got {self.frames}"),
+            (self.size > 0 and self.size % 8 == 0,
+             f"size must be a positive multiple of 8 pixels, got {self.size}"),
+            (self.start >= 0 and self.stride >= 1,
+             f"expected start >= 0 and stride >= 1, got start={self.start}, stride={self.stride}"),
+            (self.inference_steps >= 1,
+             f"inference_steps must be at least 1, got {self.inference_steps}"),
+            (0.0 <= self.inversion_weight <= 1.0,
+             f"inversion_weight (gamma) must be in [0, 1], got {self.inversion_weight}"),
+            (0.0 <= self.self_replace <= 1.0,
+             f"self_replace must be a fraction in [0, 1], got {self.self_replace}"),
+            (self.guidance_scale >= 1.0,
+             f"guidance_scale must be >= 1 (1: no guidance), got {self.guidance_scale}"),
+            (0.0 < self.blend_threshold <= 1.0,
+             f"blend_threshold must be in (0, 1], got {self.blend_threshold}"),
+            (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0,
+             f"expected alpha, beta >= 0 with a positive sum, got {self.alpha}, {self.beta}"),
+            (self.fusion_min_downsample >= 1,
+             f"fusion_min_downsample must be >= 1, got {self.fusion_min_downsample}"),
+            (self.fps > 0, f"fps must be positive, got {self.fps}"),
+        )  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        for word in self.blend_words if self.source_prompt else ():
+            if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", self.source_prompt, re.I):
+                raise ValueError(
+                    f"blend word {word!r} is not in the source prompt {self.source_prompt!r}"
+                )
+
+
+@dataclass
+class EditResult:
+    output: Path  # the run folder
+    files: list[Path]  # the videos written
+    latents: Tensor  # the edited latents (1, c, f, h, w)
+    start_latents: Tensor  # z_K*, where sampling started
+    cache_hit: bool = False
+    log: dict = field(default_factory=dict)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
+def read_source(config: EditConfig) -> np.ndarray:
+    """The source frames as ``uint8 (f, h, w, 3)``."""
+    return read_video(
+        config.video,
+        num_frames=config.frames,
+        start=config.start,
+        stride=config.stride,
+        size=config.size,
+    )
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"output folder {output} exists and is not empty: choose another")
+
+
+def inr_start_latents(
+    inverted: InvertedVideo, schedule: DDIMSchedule, config: EditConfig
+) -> Tensor:
+    """``z_K*``, where sampling starts (spec §4). With ``"final_step"`` the last inversion step
+    is redone from ``z_(K-1)`` with ``eps_star``: the same numbers as :func:`ddim_invert` with
+    ``apply_at="final_step"`` gives, but without repeating the inversion."""
+    if config.apply_at == "every_step" or config.inversion_weight == 0:
+        return inverted.final_latents
+    last = len(schedule) - 1
+    z_prev, eps = inverted.penultimate_latents, inverted.final_noise_pred
+    if config.noise_source == "gaussian":
+        generator = torch.Generator().manual_seed(config.seed)
+        rho = torch.randn(eps.shape, generator=generator).to(eps.device)
+    else:  # the noise implied by the plain inverted latent
+        plain = schedule.invert_step(z_prev, eps, last)
+        rho = schedule.implied_noise(plain, inverted.source_latents, last)
+    eps_star = inr_inversion_noise(
+        eps, rho, gamma=config.inversion_weight, alpha=config.alpha, beta=config.beta,
+        chain=config.chain,
+    )  # fmt: skip
+    return schedule.invert_step(z_prev, eps_star, last)
+
+
+class EditPipeline:
+    """Inversion-based editing of one video; ``__call__`` runs the numbered steps."""
+
+    def __init__(self, parts, video_unet, config: EditConfig, *, log=None, progress=True):
+        self.parts = parts
+        self.video_unet = video_unet
+        self.config = config
+        self.progress = progress
+        self.device = next(video_unet.parameters()).device
+        self.schedule = DDIMSchedule.from_scheduler(parts.scheduler, config.inference_steps)
+        self.log = log or RunLog(self.device)
+        self.log.info["config"] = config_to_dict(config)
+        self._check_size()
+        self.plan = self._plan()
+
+    @classmethod
+    def from_config(cls, config: EditConfig, *, progress: bool = True) -> EditPipeline:
+        """Load the model and inflate its UNet (cross-frame attention, no temporal layers)."""
+        device = resolve_device(config.device)
+        log = RunLog(device)
+        with log.stage("load"):
+            dtype = resolve_dtype(config.dtype, device)
+            parts = load_parts(_resolve_model(config.model), device=device, dtype=dtype)
+            video_unet = inflate_unet(
+                parts.unet, attention=config.attention, temporal_attention=False
+            )
+        return cls(parts, video_unet, config, log=log, progress=progress)
+
+    @torch.no_grad()
+    def __call__(self, frames: np.ndarray | None = None) -> EditResult:
+        config, log = self.config, self.log
+        # 1. read the source frames and encode them
+        with log.stage("encode"):
+            frames = read_source(config) if frames is None else frames
+            video = video_to_tensor(frames)[None].to(self.device)  # (1, 3, f, h, w)
+            latents = encode_video(self.parts.vae, video).float()  # (1, c, f, h, w)
+        # 2. DDIM inversion with the source prompt, storing attention (or from the cache)
+        with log.stage("inversion"):
+            inverted, hit = self.invert_cached(latents, frames)
+        try:
+            # 3. INR inversion noise: the latents sampling starts from
+            start = inr_start_latents(inverted, self.schedule, config)
+            # 4. DDIM sampling with the edit prompt, guidance and attention fusion
+            with log.stage("sampling"):
+                edited = self.sample(start, inverted.store)
+        finally:
+            if inverted.store is not None:
+                log.info["attention_store"] = inverted.store.report()
+                inverted.store.close()
+        # 5. decode
+        with log.stage("decode"):
+            result = tensor_to_video(decode_video(self.parts.vae, edited))
+        # 6. write the videos, the side-by-side with the source, the config and the log
+        output, files = self.write(frames, result)
+        return EditResult(output, files, edited, start, hit, log.to_dict())
+
+    # ------------------------------------------------------------------ steps
+    def invert(self, latents: Tensor) -> InvertedVideo:
+        """DDIM-invert ``z_0`` with the source prompt, recording attention for fusion."""
+        c = self.config
+        store = self._new_store(latents) if self.plan else None
+        fusion = AttentionFusion(self.plan, store) if self.plan else None
+        noise_fn = guided_noise_fn(self.video_unet, self._embeds(c.source_prompt))
+        if fusion is not None:
+            noise_fn = fusion.stepped(noise_fn, self.schedule.timesteps)
+        inr = {}
+        if c.apply_at == "every_step":
+            inr = dict(
+                inversion_weight=c.inversion_weight, alpha=c.alpha, beta=c.beta, chain=c.chain,
+                apply_at="every_step", noise_source=c.noise_source,
+                generator=torch.Generator().manual_seed(c.seed),
+            )  # fmt: skip
+        try:
+            with fusion_installed(self.video_unet, fusion, "record"):
+                trajectory = ddim_invert(
+                    latents, noise_fn, self.schedule, progress=self.progress, **inr
+                )
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        z = trajectory.latents
+        return InvertedVideo(z[0], z[-2], trajectory.noise_preds[-1], z[-1], store)
+
+    def invert_cached(self, latents: Tensor, frames: np.ndarray) -> tuple[InvertedVideo, bool]:
+        """:meth:`invert`, through the inversion cache when ``cache_dir`` is set."""
+        if not self.config.cache_dir:
+            return self.invert(latents), False
+        material = self.cache_material(frames)
+        path = cache_path(self.config.cache_dir, cache_key(material))
+        cached = load_inversion(path, material, self.device)
+        self.log.info["cache"] = {"path": str(path), "hit": cached is not None}
+        if cached is not None:
+            return cached, True
+        inverted = self.invert(latents)
+        try:
+            save_inversion(path, inverted, material)
+        except BaseException:
+            if inverted.store is not None:
+                inverted.store.close()
+            raise
+        return inverted, False
+
+    def sample(self, start: Tensor, store: AttentionStore | None) -> Tensor:
+        """DDIM-sample from ``start`` with the edit prompt, guidance and attention fusion."""
+        c = self.config
+        noise_fn = guided_noise_fn(
+            self.video_unet, self._embeds(c.prompt), self._embeds(""), c.guidance_scale
+        )
+        fusion = AttentionFusion(self.plan, store) if self.plan and store is not None else None
+        if fusion is not None:
+            noise_fn = fusion.stepped(noise_fn, self.schedule.timesteps)
+        with fusion_installed(self.video_unet, fusion, "edit"):
+            return ddim_sample(start, noise_fn, self.schedule, progress=self.progress)
+
+    def write(self, frames: np.ndarray, video: np.ndarray) -> tuple[Path, list[Path]]:
+        """Write the outputs into a temporary folder, then rename it to ``output``."""
+        output = Path(self.config.output)
+        check_output(output)
+        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with self.log.stage("write"):
+                files = write_samples(
+                    tmp, [self.config.prompt], [video], source=frames, fps=self.config.fps
+                )
+                (tmp / "config.yaml").write_text(
+                    yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+                )
+            self.log.write(tmp / "log.json")
+            if output.exists():
+                output.rmdir()  # empty, as checked
+            os.replace(tmp, output)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return output, [output / path.name for path in files]
+
+    # ------------------------------------------------------------------ helpers
+    def cache_material(self, frames: np.ndarray) -> dict:
+        """Everything the inversion (latents and stored attention) depends on."""
+        c = self.config
+        material = {
+            "frames": frames_digest(frames),
+            "source_prompt": c.source_prompt,
+            **model_identity(self.parts.source),
+            "dtype": str(next(self.video_unet.parameters()).dtype),
+            "inference_steps": c.inference_steps,
+            "attention": c.attention,
+            "fusion": self.plan.to_dict() if self.plan else None,
+        }
+        if c.apply_at == "every_step" and c.inversion_weight > 0:
+            material["inr"] = {
+                "inversion_weight": c.inversion_weight, "alpha": c.alpha, "beta": c.beta,
+                "chain": c.chain, "noise_source": c.noise_source, "seed": c.seed,
+            }  # fmt: skip
+        return material
+
+    def _embeds(self, prompt: str) -> Tensor:
+        return encode_prompts(self.parts, [prompt])
+
+    def _check_size(self) -> None:
+        scale = self.parts.vae_scale_factor
+        halvings = len(self.parts.unet.config.block_out_channels) - 1
+        multiple = scale * 2**halvings
+        if self.config.size % multiple:
+            raise ValueError(
+                f"size must be a multiple of {multiple} px for this model (VAE scale "
+                f"{scale}, {halvings} UNet downsamplings), got {self.config.size}"
+            )
+
+    def _plan(self) -> FusionPlan | None:
+        c = self.config
+        steps = replace_steps(c.inference_steps, c.self_replace)
+        if not steps:
+            self.log.info["fusion"] = {"layers": 0, "steps": 0}
+            return None
+        if not isinstance(self.video_unet, VideoUNet):
+            raise ValueError(
+                "attention fusion (self_replace > 0) needs a VideoUNet, got "
+                f"{type(self.video_unet).__name__}"
+            )
+        layers = fusion_layers(self.video_unet, c.fusion_min_downsample)
+        tokens = ()
+        if c.blend_words:
+            tokens = blend_token_positions(self.parts.tokenizer, c.source_prompt, c.blend_words)
+            if not layers:
+                raise ValueError(
+                    f"blend words need fusion layers, but no attention layer is "
+                    f"{c.fusion_min_downsample}x smaller than the latent in this UNet"
+                )
+        self.log.info["fusion"] = {"layers": len(layers), "steps": len(steps), "tokens": tokens}
+        if not layers:
+            return None
+        return FusionPlan(layers, steps, tokens, c.blend_threshold)
+
+    def _new_store(self, latents: Tensor) -> AttentionStore:
+        location = self.config.attention_store
+        need = estimate_store_bytes(
+            self.video_unet, self.plan, num_frames=latents.shape[0] * latents.shape[2],
+            latent_hw=tuple(latents.shape[-2:]),
+        )  # fmt: skip
+        if location == "auto":
+            if self.device.type == "cuda":
+                budget = torch.cuda.mem_get_info(self.device)[0] // 4
+            else:
+                budget = CPU_STORE_BUDGET
+            location = "device" if need <= budget else "disk"
+        self.log.info["attention_store_estimate_mb"] = round(need / 2**20, 3)
+        spill_dir = None
+        if self.config.cache_dir:
+            spill_dir = Path(self.config.cache_dir).expanduser()
+            spill_dir.mkdir(parents=True, exist_ok=True)
+        return AttentionStore(location, spill_dir=spill_dir)
+
+
+def edit(config: EditConfig, *, progress: bool = True) -> EditResult:
+    """Edit ``config.video`` as ``config.prompt`` says; see the module docstring."""
+    missing = [k for k in ("video", "source_prompt", "prompt") if not getattr(config, k)]
+    if missing:
+        raise ValueError(f"expected {', '.join(missing)} to be set")
+    check_output(Path(config.output))
+    frames = read_source(config)  # bad video input fails before the model loads
+    return EditPipeline.from_config(config, progress=progress)(frames)
