@@ -45,3 +45,15 @@ def test_sweep_writes_json_markdown_and_plot(tmp_path, capsys):
     reports = json.loads((tmp_path / "s.json").read_text())["reports"]
     assert [r["settings"]["frames"] for r in reports] == [2, 3]
     assert (tmp_path / "s.md").read_text().count("| inr |") == 2
+
+
+def test_edit_bench_reports_every_mode_against_plain(tmp_path, capsys):
+    out = tmp_path / "edit.json"
+    code = main(["bench", "edit", "--frames", "3", "--size", "16", "--inference-steps", "2",
+                 "--repeats", "1", "--warmup", "0", "--json", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    cases = {c["mode"]: c for c in json.loads(out.read_text())["cases"]}
+    assert set(cases) == {"plain", "inr-final", "inr-every"}
+    assert cases["plain"]["time_ratio_to_plain"] == 1 and cases["plain"]["inversion_weight"] == 0
+    assert all(c["inversion_s"] > 0 and c["sampling_s"] > 0 for c in cases.values())
+    assert "| inr-final | 1 |" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from inr_smooth import __version__
-from inr_smooth.cli import PLANNED, build_parser, main
+from inr_smooth.cli import build_parser, main
 
 
 def subcommands():
@@ -29,16 +29,6 @@ def test_top_level_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("tune", "edit", "eval", "demo"):
         assert command in out
-
-
-@pytest.mark.parametrize("command", sorted(PLANNED))
-def test_planned_commands_say_so_in_one_line(command, capsys):
-    assert main([command]) == 2
-    err = capsys.readouterr().err.strip()
-    assert (
-        err == f"inr-smooth {command}: error: `inr-smooth {command}` is not yet available "
-        f"in version {__version__}"
-    )
 
 
 def test_demo_prints_tables_and_writes_json(tmp_path, capsys):

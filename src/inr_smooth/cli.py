@@ -25,23 +25,6 @@ Run `inr-smooth COMMAND --help` for each command's options.
 # every subcommand, in the order of --help; each has a module inr_smooth.commands.<name>
 COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo")
 
-# subcommands whose issues have not landed yet: name -> (one-line help, what it will do)
-PLANNED = {
-}
-
-
-def _add_planned(sub: argparse._SubParsersAction, name: str, summary: str, text: str) -> None:
-    p = sub.add_parser(
-        name,
-        help=f"{summary} (not yet available)",
-        description=f"{text}\n\nNot yet available in this version.",
-    )
-
-    def handler(args: argparse.Namespace) -> None:
-        raise CLIError(f"`inr-smooth {name}` is not yet available in version {__version__}")
-
-    p.set_defaults(handler=handler)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,10 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inr-smooth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        if name in PLANNED:
-            _add_planned(sub, name, *PLANNED[name])
-        else:
-            importlib.import_module(f".commands.{name}", __package__).register(sub)
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
 
 

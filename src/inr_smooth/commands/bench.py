@@ -12,7 +12,10 @@ Speed and memory benchmarks. Each reports ratios to the unsmoothed baseline meas
 same run (modes interleaved, medians after warm-up), so they are meaningful on noisy machines.
 
   tune-step  the tuning step (forward, smoothing loss, backward, AdamW) per smoothing mode
+  edit       training-free editing: plain inversion vs INR(TF) final-step / every-step
   sweep      tune-step over several frame counts and sizes: markdown table and PNG plots
+  quality    every smoothing method on many seeded synthetic clips, scored with exact ground
+             truth: mean ± standard error per method (the demo's comparison, at scale)
 
 Models: tiny (a 32/64-channel UNet, seconds on a CPU), sd15-arch (Stable Diffusion 1.5's UNet
 architecture with random weights: speed and memory do not depend on the weights; for GPUs),
@@ -46,6 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     step.add_argument("--json", type=Path, help="write the report here")
     _common(step)
     step.set_defaults(handler=_run_tune_step)
+    ed = kinds.add_parser("edit", help="plain inversion vs INR(TF) editing",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    ed.add_argument("--model", default="tiny", help="tiny | sd15-arch | model folder | mini")
+    ed.add_argument("--frames", type=int, default=8)
+    ed.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    ed.add_argument("--inference-steps", type=int, default=50, help="DDIM steps, each way")
+    ed.add_argument("--modes", nargs="+", default=["plain", "inr-final", "inr-every"])
+    ed.add_argument("--repeats", type=int, default=3, help="timed rounds per mode")
+    ed.add_argument("--warmup", type=int, default=1, help="untimed rounds per mode")
+    ed.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto")
+    ed.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ed.add_argument("--json", type=Path, help="write the report here")
+    ed.set_defaults(handler=_run_edit)
     sweep = kinds.add_parser("sweep", help="tune-step over frames and sizes, with plots",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     sweep.add_argument("--frames", type=int, nargs="+", default=[8, 16, 24, 32])
@@ -55,6 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--name", default=None, help="file stem (default: sweep-<model>-<device>)")
     _common(sweep)
     sweep.set_defaults(handler=_run_sweep)
+    quality = kinds.add_parser("quality", help="methods compared on many synthetic clips",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
+    quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
+    quality.add_argument("--model", default="mini", help="base model")
+    quality.add_argument("--tune-steps", type=int, help="tuning steps (demo default)")
+    quality.add_argument("--inference-steps", type=int, help="DDIM steps (demo default)")
+    quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    quality.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    quality.add_argument("--name", default="quality", help="file stem of .json/.md/.png")
+    quality.set_defaults(handler=_run_quality)
 
 
 def _bench(args: argparse.Namespace, frames: int, size: int):
@@ -105,3 +132,56 @@ def _run_sweep(args: argparse.Namespace) -> None:
     plot_scaling(reports, args.out / f"{name}.png")
     print(table)
     print(f"wrote {args.out / name}.json, .md, .png")
+
+
+def _run_quality(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from ..demo import write_report
+    from ..quality import QualitySettings, random_cases, run_case, with_overrides
+    from . import user_errors
+
+    if args.clips < 2:
+        raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
+    settings = with_overrides(
+        QualitySettings(model=args.model, seed=args.seed, device=args.device),
+        tune_steps=args.tune_steps, inference_steps=args.inference_steps,
+    )  # fmt: skip
+    pairs = random_cases(args.clips, args.seed)
+    results = []
+    try:
+        for scene, target in tqdm(pairs, desc="quality bench", unit="clip"):
+            case = run_case(scene, target, settings)
+            results.append({k: {"scores": v["scores"], "seconds": v.get("seconds")}
+                            for k, v in case.items()})  # fmt: skip
+    except user_errors() as exc:
+        raise CLIError(str(exc)) from None
+    title = (
+        f"Quality benchmark: {args.clips} seeded synthetic clips (seed {args.seed}), model "
+        f"{settings.model}, {settings.frames} frames at {settings.size} px; mean ± standard "
+        "error over clips; scores against the edited scene's exact ground truth."
+    )
+    scenes = {"cases_scenes": [[s.__dict__, t.__dict__] for s, t in pairs]}
+    folder = args.out / args.name
+    print(write_report(folder, results, settings, title, scenes))
+    print(f"wrote {folder}/table.md, chart.png, results.json")
+
+
+def _run_edit(args: argparse.Namespace) -> None:
+    from ..bench.edit import EditBench, edit_table, run_edit_bench
+    from ..runlog import write_json_atomic
+    from . import user_errors
+
+    try:
+        bench = EditBench(
+            model=args.model, frames=args.frames, size=args.size,
+            inference_steps=args.inference_steps, modes=tuple(args.modes),
+            repeats=args.repeats, warmup=args.warmup, dtype=args.dtype, device=args.device,
+        )  # fmt: skip
+        report = run_edit_bench(bench)
+    except user_errors() as exc:
+        raise CLIError(str(exc)) from None
+    print(edit_table(report))
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
