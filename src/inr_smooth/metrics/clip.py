@@ -6,6 +6,7 @@ Scores are raw cosine similarities in [-1, 1] (papers often print 100 x cosine).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,19 +64,10 @@ class ClipFeatures:
     """Text and image embeddings from any transformers CLIP model (hub id or local folder)."""
 
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, *, device=None, batch_size: int = 16):
-        from transformers import CLIPModel, CLIPProcessor
-
         self.name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        try:
-            self.model = CLIPModel.from_pretrained(self.name).eval().to(self.device)
-            self.processor = CLIPProcessor.from_pretrained(self.name)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FileNotFoundError(
-                f"could not load the CLIP model {self.name!r}: {first} (a hub id needs network "
-                "access or a filled cache; pass --clip-model a local folder, or --no-clip)"
-            ) from None
+        self.model, self.processor = _load(self.name)
+        self.model = self.model.eval().to(self.device)
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -96,6 +88,36 @@ class ClipFeatures:
             embeds = self.model.get_image_features(pixel_values=pixels.to(self.device))
             out.append(_features(embeds).float().cpu())
         return torch.cat(out)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _load(name: str):
+    """``(CLIPModel, CLIPProcessor)`` from a local folder, the hub cache, or the hub."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise FileNotFoundError(f"expected a CLIP model folder or hub id, got a file: {path}")
+    if _looks_like_path(name) and not path.is_dir():
+        raise FileNotFoundError(f"CLIP model folder not found: {path}")
+    source = str(path) if path.is_dir() else name
+    attempts = [{"local_files_only": True}] if path.is_dir() else [{"local_files_only": True}, {}]
+    error: Exception | None = None
+    for kwargs in attempts:  # the hub cache first: no network round trip when it is filled
+        try:
+            return (CLIPModel.from_pretrained(source, **kwargs),
+                    CLIPProcessor.from_pretrained(source, **kwargs))  # fmt: skip
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            error = exc
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise FileNotFoundError(
+        f"could not load the CLIP model {name!r}: {first[:300]} (expected a transformers "
+        "CLIPModel folder or hub id; a hub id needs network access or a filled cache: pass "
+        "--clip-model a local folder, or --no-clip)"
+    ) from None
 
 
 def _features(output) -> Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .clip import ClipFeatures, clip_frame_allpairs, clip_frame_consistency, clip_text_score
-from .flow import FlowEstimator, flow_magnitude, warp_error
+from .flow import FlowEstimator, flow_metrics
 
 __all__ = [
     "COLUMNS",
@@ -20,6 +20,7 @@ __all__ = [
     "markdown_table",
     "plot_methods",
     "read_manifest",
+    "with_source_rows",
     "write_csv",
 ]
 
@@ -37,8 +38,7 @@ def evaluate_frames(
             scores["clip_text"] = clip_text_score(clip.text([prompt])[0], embeds)
         scores["clip_frame"] = clip_frame_consistency(embeds)
         scores["clip_frame_allpairs"] = clip_frame_allpairs(embeds)
-    scores["warp_error"] = warp_error(frames, flow)
-    scores["flow_magnitude"] = flow_magnitude(frames, flow)
+    scores.update(flow_metrics(frames, flow))
     return scores
 
 
@@ -72,6 +72,20 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
                 clean[key] = str(path.parent / clean[key])
         out.append(clean)
     return out
+
+
+def with_source_rows(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` preceded by one reference row (method ``source``) per distinct ``source``
+    video, scored against the prompt of the first row that names it."""
+    sources: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row.get("source") and row["source"] not in sources:
+            sources[row["source"]] = {
+                "video": row["source"],
+                "prompt": row.get("prompt", ""),
+                "method": "source",
+            }
+    return [*sources.values(), *rows]
 
 
 def evaluate_rows(
