@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..models import inflate_unet, set_trainable
+from ..pipelines.trainer import cast_frozen_
 from ..pipelines.training import SMOOTHING_MODES, training_step
 from ..pipelines.tune import resolve_device
 from ..runlog import _reset_peak_rss, environment, peak_rss_mb
@@ -40,6 +41,7 @@ class TuneStepBench:
     warmup: int = 1  # untimed rounds per mode (the first also counts FLOPs)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    frozen_low_precision: bool = True  # with mixed precision: frozen weights stored in it
     attention: str = "sparse_causal"
     device: str = "auto"
     seed: int = 0
@@ -68,6 +70,9 @@ class _Step:
         if bench.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
         self.video_unet.train()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(bench.mixed_precision)
+        if dtype is not None and bench.frozen_low_precision:
+            cast_frozen_(self.video_unet, dtype)
         params = [p for p in self.video_unet.parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=1e-6)
@@ -82,7 +87,6 @@ class _Step:
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
             beta_schedule="scaled_linear",
         )  # fmt: skip
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(bench.mixed_precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
     def sync(self) -> None:

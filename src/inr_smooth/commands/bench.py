@@ -31,6 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds (FLOPs counted)")
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--fp32-frozen", action="store_true",
+                   help="keep frozen weights in fp32 under mixed precision")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
@@ -92,6 +94,7 @@ def _bench(args: argparse.Namespace, frames: int, size: int):
             model=args.model, frames=frames, size=size, modes=tuple(args.modes),
             repeats=args.repeats, warmup=args.warmup, mixed_precision=args.mixed_precision,
             gradient_checkpointing=args.gradient_checkpointing, device=args.device,
+            frozen_low_precision=not args.fp32_frozen,
         )  # fmt: skip
     except ValueError as exc:
         raise CLIError(str(exc)) from None

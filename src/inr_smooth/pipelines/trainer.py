@@ -27,7 +27,13 @@ from tqdm.auto import tqdm
 
 from .training import StepOutput
 
-__all__ = ["LoopSettings", "latest_checkpoint", "run_tuning_loop", "trainable_state_dict"]
+__all__ = [
+    "LoopSettings",
+    "cast_frozen_",
+    "latest_checkpoint",
+    "run_tuning_loop",
+    "trainable_state_dict",
+]
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -44,6 +50,19 @@ class LoopSettings:
     checkpoint_every: int = 100  # 0: only on interruption
     keep_checkpoints: int = 2
     seed: int = 33
+
+
+def cast_frozen_(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Store the frozen parameters in ``dtype`` (bf16/fp16 under autocast), in place.
+
+    Trainable parameters stay float32 for the optimizer. Under autocast the frozen weights
+    were cast to the low precision at every use anyway (and again in each gradient-checkpoint
+    recompute); stored that way they take half the memory and skip those copies.
+    """
+    for param in model.parameters():
+        if not param.requires_grad:
+            param.data = param.data.to(dtype)
+    return model
 
 
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:

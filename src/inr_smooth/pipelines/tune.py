@@ -32,7 +32,7 @@ from ..models import DEFAULT_TRAINABLE, inflate_unet, save_video_unet_weights, s
 from ..runlog import RunLog, write_json_atomic
 from .components import encode_prompts, encode_video, load_parts
 from .sampling import invert_source, sample_videos, write_samples
-from .trainer import LoopSettings, latest_checkpoint, run_tuning_loop
+from .trainer import LoopSettings, cast_frozen_, latest_checkpoint, run_tuning_loop
 from .training import DEFAULT_SMOOTH_WEIGHT, SMOOTHING_MODES, Smoothing, training_step
 
 __all__ = ["DEFAULT_MODEL", "TuneConfig", "TuneResult", "resolve_device", "tune"]
@@ -180,6 +180,10 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
     # 2. the video UNet and what it tunes
     video_unet = inflate_unet(parts.unet, attention=config.attention, group_norm=config.group_norm)
     set_trainable(video_unet, config.trainable)
+    if accelerator.mixed_precision in ("bf16", "fp16"):  # frozen weights: half the memory
+        cast_frozen_(
+            video_unet, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
+        )
     if config.gradient_checkpointing:
         video_unet.enable_gradient_checkpointing()
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
