@@ -34,7 +34,21 @@ def test_top_level_help_lists_commands(capsys):
 def test_demo_prints_tables_and_writes_json(tmp_path, capsys):
     out_json = tmp_path / "sub" / "demo.json"
     assert (
-        main(["demo", "--frames", "4", "--size", "8", "--steps", "5", "--json", str(out_json)]) == 0
+        main(
+            [
+                "demo",
+                "--math",
+                "--frames",
+                "4",
+                "--size",
+                "8",
+                "--ddim-steps",
+                "5",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert "INR(T)" in out and "INR(TF)" in out
@@ -47,7 +61,7 @@ def test_demo_prints_tables_and_writes_json(tmp_path, capsys):
 
 
 def test_demo_rejects_too_few_frames(capsys):
-    assert main(["demo", "--frames", "2"]) == 2
+    assert main(["demo", "--math", "--frames", "2"]) == 2
     assert (
         capsys.readouterr().err.strip() == "inr-smooth demo: error: --frames must be at "
         "least 3, got 2"

@@ -17,7 +17,7 @@ Temporally smooth diffusion video synthesis with interframe noise relations (INR
   edit      training-free, inversion-based video editing with INR inversion noise
   eval      the metric suite: CLIP text alignment, CLIP frame consistency, warp error
   bench     speed and memory benchmarks
-  demo      an offline demonstration of the INR math (no model weights needed)
+  demo      the whole job offline on synthetic clips, scored with exact ground truth
 
 Run `inr-smooth COMMAND --help` for each command's options.
 """

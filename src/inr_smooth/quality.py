@@ -1,0 +1,199 @@
+"""Smoothing methods compared on the synthetic world, with exact ground truth.
+
+One *case* is a source clip (a scene of :mod:`inr_smooth.synthetic`) and an edit of it (another
+colour and shape, same motion). Every method produces the edited clip from the source:
+
+* ``tune:none`` / ``tune:smoothvideo`` / ``tune:inr`` -- one-shot tuning (Tune-A-Video) with
+  that smoothing loss, then generation from the inverted source;
+* ``edit:plain`` / ``edit:inr`` -- training-free inversion editing with gamma 0 / the default.
+
+Each output is scored against the edited scene without any learned metric: colour accuracy,
+shape IoU and position error of the object (:func:`~inr_smooth.synthetic.score_object`), colour
+flicker, and the DIS optical-flow warp error with the mean flow magnitude beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .synthetic import COLORS, SHAPES, Scene, random_scene, render, score_object
+
+__all__ = [
+    "METHODS",
+    "METRICS",
+    "QualitySettings",
+    "edit_of",
+    "markdown_table",
+    "run_case",
+    "score_video",
+    "summarize",
+]
+
+METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
+# name -> (column title, better when higher)
+METRICS = {
+    "color_accuracy": ("colour acc. ↑", True),
+    "shape_iou": ("shape IoU ↑", True),
+    "position_error": ("position err. ↓", False),
+    "color_flicker": ("colour flicker ↓", False),
+    "warp_error": ("warp err. (DIS) ↓", False),
+    "flow_magnitude": ("flow (px)", None),
+}
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """The demo's settings: sized so that one case runs in minutes on a 2-core CPU."""
+
+    model: str = "mini"
+    frames: int = 8
+    size: int = 64
+    tune_steps: int = 60
+    tune_learning_rate: float = 1e-4
+    inference_steps: int = 20
+    tune_guidance_scale: float = 7.5
+    edit_guidance_scale: float = 7.5
+    inversion_weight: float = 1.0  # gamma of edit:inr
+    seed: int = 0
+    device: str = "auto"
+
+
+def edit_of(scene: Scene, rng: np.random.Generator | None = None) -> Scene:
+    """The target of an edit: another colour (not the background's) and another shape."""
+    rng = rng or np.random.default_rng(0)
+    colors = [c for c in COLORS if c not in (scene.color, scene.background_color)]
+    shapes = [s for s in SHAPES if s != scene.shape]
+    return scene.edited(color=str(rng.choice(colors)), shape=str(rng.choice(shapes)))
+
+
+def score_video(video: np.ndarray, scene: Scene, flow=None) -> dict[str, float]:
+    """Ground-truth scores plus the DIS warp error and flow magnitude of ``uint8 (f, s, s, 3)``."""
+    from .metrics import DISFlow, flow_magnitude, warp_error
+
+    flow = flow or DISFlow()
+    scores = score_object(video, scene).__dict__.copy()
+    scores["warp_error"] = warp_error(video, flow)
+    scores["flow_magnitude"] = flow_magnitude(video, flow)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _tune_method(smoothing: str) -> Callable:
+    def run(source: Path, scene: Scene, target: Scene, s: QualitySettings, work: Path):
+        from .pipelines.tune import TuneConfig, tune
+
+        config = TuneConfig(
+            video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
+            model=s.model, output=str(work / f"tune-{smoothing}"), smoothing=smoothing,
+            frames=s.frames, size=s.size, stride=1, steps=s.tune_steps,
+            learning_rate=s.tune_learning_rate, gradient_checkpointing=False,
+            checkpoint_every=0, guidance_scale=s.tune_guidance_scale,
+            inference_steps=s.inference_steps, seed=s.seed, device=s.device,
+        )  # fmt: skip
+        result = tune(config, progress=False)
+        return _read(result.samples[0]), result.log
+
+    return run
+
+
+def _edit_method(gamma_of: Callable[[QualitySettings], float], name: str) -> Callable:
+    def run(source: Path, scene: Scene, target: Scene, s: QualitySettings, work: Path):
+        from .pipelines.edit import EditConfig, edit
+
+        config = EditConfig(
+            video=str(source), source_prompt=scene.caption, prompt=target.caption,
+            model=s.model, output=str(work / f"edit-{name}"), inversion_weight=gamma_of(s),
+            frames=s.frames, size=s.size, inference_steps=s.inference_steps,
+            guidance_scale=s.edit_guidance_scale, seed=s.seed, device=s.device,
+        )  # fmt: skip
+        result = edit(config, progress=False)
+        return _read(result.files[0]), result.log
+
+    return run
+
+
+RUNNERS = {
+    "tune:none": _tune_method("none"),
+    "tune:smoothvideo": _tune_method("smoothvideo"),
+    "tune:inr": _tune_method("inr"),
+    "edit:plain": _edit_method(lambda s: 0.0, "plain"),
+    "edit:inr": _edit_method(lambda s: s.inversion_weight, "inr"),
+}
+
+
+def _read(path: Path) -> np.ndarray:
+    from .video_io import read_video
+
+    if path.suffix != ".gif":  # gif frames are exact; mp4 would add coding noise to the scores
+        path = path.with_suffix(".gif")
+    return read_video(path)
+
+
+def run_case(
+    scene: Scene,
+    target: Scene,
+    settings: QualitySettings,
+    *,
+    methods: Sequence[str] = METHODS,
+    workdir: Path | None = None,
+    on_method: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Run each method on one source/edit pair: ``{method: {"video", "scores", "seconds"}}``."""
+    from .video_io import write_video
+
+    unknown = [m for m in methods if m not in RUNNERS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {list(RUNNERS)}")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        work = Path(tmp)
+        source = write_video(work / "source.gif", render(scene, settings.frames, settings.size))
+        results = {"source": {"video": _read(source), "scores": score_video(_read(source), scene)}}
+        for method in methods:
+            if on_method:
+                on_method(method)
+            video, log = RUNNERS[method](source, scene, target, settings, work)
+            seconds = sum(stage["seconds"] for stage in log.get("stages", {}).values())
+            results[method] = {
+                "video": video, "scores": score_video(video, target), "seconds": seconds
+            }  # fmt: skip
+    return results
+
+
+def random_cases(n: int, seed: int) -> list[tuple[Scene, Scene]]:
+    """``n`` seeded (source, edit) pairs."""
+    rng = np.random.default_rng(seed)
+    return [(scene := random_scene(rng), edit_of(scene, rng)) for _ in range(n)]
+
+
+def summarize(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per method and metric: (mean, standard error of the mean) over cases."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for method in cases[0]:
+        out[method] = {}
+        for metric in METRICS:
+            values = np.array([case[method]["scores"][metric] for case in cases])
+            se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+            out[method][metric] = (float(values.mean()), float(se))
+    return out
+
+
+def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], n: int) -> str:
+    """Markdown table; with ``n > 1`` cells read ``mean ± s.e.``."""
+    head = "| method | " + " | ".join(title for title, _ in METRICS.values()) + " |"
+    lines = [head, "|---|" + "---:|" * len(METRICS)]
+    for method, values in summary.items():
+        cells = []
+        for metric in METRICS:
+            mean, se = values[metric]
+            cells.append(f"{mean:.3f} ± {se:.3f}" if n > 1 else f"{mean:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def with_overrides(settings: QualitySettings, **changes) -> QualitySettings:
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

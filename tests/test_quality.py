@@ -1,0 +1,79 @@
+"""The synthetic comparison behind `inr-smooth demo` and `bench quality`, on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inr_smooth.cli import main
+from inr_smooth.quality import (
+    METHODS,
+    QualitySettings,
+    edit_of,
+    markdown_table,
+    random_cases,
+    run_case,
+    score_video,
+    summarize,
+)
+from inr_smooth.synthetic import Scene, render
+from inr_smooth.tiny import save_tiny_stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def test_scores_of_the_true_clip_are_perfect_and_an_edit_changes_them():
+    scene = Scene(color="red", shape="circle", motion="right")
+    target = edit_of(scene)
+    assert target.color not in (scene.color, scene.background_color)
+    assert target.shape != scene.shape and target.motion == scene.motion
+    clip = render(scene, 6, 32)
+    own = score_video(clip, scene)
+    assert own["color_accuracy"] == 1 and own["shape_iou"] == 1 and own["position_error"] == 0
+    assert own["flow_magnitude"] > 0.5  # the object moves
+    assert score_video(clip, target)["color_accuracy"] == 0
+
+
+def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd, tmp_path):
+    settings = QualitySettings(model=str(tiny_sd), frames=3, size=16, tune_steps=1,
+                               inference_steps=2)  # fmt: skip
+    ((scene, target),) = random_cases(1, seed=3)
+    result = run_case(scene, target, settings)
+    assert list(result) == ["source", *METHODS]
+    for method in METHODS:
+        video = result[method]["video"]
+        assert video.shape == (3, 16, 16, 3) and video.dtype == np.uint8
+        assert result[method]["seconds"] > 0
+        assert set(result[method]["scores"]) >= {"color_accuracy", "warp_error"}
+    summary = summarize([result, result])
+    mean, se = summary["tune:inr"]["warp_error"]
+    assert mean == pytest.approx(result["tune:inr"]["scores"]["warp_error"]) and se == 0
+    table = markdown_table(summary, 2)
+    assert table.count("\n") == 2 + 1 + len(METHODS) and "±" in table
+
+
+def test_demo_command_writes_its_outputs(tiny_sd, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--model", str(tiny_sd), "--frames", "3", "--size", "16",
+                 "--tune-steps", "1", "--inference-steps", "2", "--output", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chart.png", "comparison.gif", "comparison.mp4", "results.json", "table.md"
+    ]  # fmt: skip
+    assert "| tune:inr |" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["tune_steps"] == 1 and len(results["cases"]) == 1
+
+
+def test_demo_without_the_shipped_model_says_so(tmp_path, capsys, monkeypatch):
+    import inr_smooth.mini as mini
+
+    monkeypatch.setattr(mini, "MINI_MODEL_DIR", tmp_path / "nothing")
+    assert main(["demo", "--output", str(tmp_path / "out"), "--tune-steps", "1"]) == 2
+    assert "inr-smooth-mini model is missing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
