@@ -43,6 +43,9 @@ def test_eval_one_video_with_a_tiny_clip_and_dis(clip_folder, videos, tmp_path, 
     report = json.loads(out.read_text())
     assert report["suite"]["version"] == "1" and report["clip_backbone"] == str(clip_folder)
     assert report["flow_estimator"].startswith("DISFlow")
+    assert {"torch", "transformers", "torchvision", "opencv", "av", "device"} <= set(
+        report["environment"]
+    )
     source, video = report["videos"]
     assert source["method"] == "source"
     for key in ("clip_text", "clip_frame", "clip_frame_allpairs", "warp_error", "flow_magnitude"):

@@ -148,3 +148,40 @@ def _gif_frames(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)])
+
+
+def test_rewriting_a_frame_folder_replaces_it_and_refuses_other_folders(tmp_path, monkeypatch):
+    from inr_smooth import video_io
+
+    folder = tmp_path / "frames.v1"  # an existing folder is a PNG folder, suffix or not
+    folder.mkdir()
+    write_video(folder, FRAMES)
+    write_video(folder, FRAMES[:3])
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+
+    def interrupted(image, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_io.Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(folder, FRAMES)
+    monkeypatch.undo()
+    assert len(read_video(folder)) == 3  # the earlier output is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["frames.v1"]  # no temp folders left
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(VideoError, match=r"only frame images .* found .*'notes.txt'"):
+        write_video(tmp_path, FRAMES)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_frames_of_mixed_sizes_and_a_start_past_the_end(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(FRAMES[0]).save(tmp_path / "1.png")
+    Image.fromarray(FRAMES[1, :16]).save(tmp_path / "2.png")
+    with pytest.raises(VideoError, match=r"one size .* found sizes 16x32, 32x32"):
+        read_video(tmp_path)
+    assert read_video(tmp_path, size=16).shape == (2, 16, 16, 3)
+    gif = write_video(tmp_path / "clip.gif", FRAMES)
+    with pytest.raises(VideoError, match="from index 12, found 9 frames in all"):
+        read_video(gif, start=12)

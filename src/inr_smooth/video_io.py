@@ -55,27 +55,35 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=natural)
 
 
-def _decode_file(path: Path, wanted: set[int] | None, last: int | None) -> list[np.ndarray]:
+def _decode_file(path: Path, start: int, stride: int, last: int | None) -> tuple[list, int]:
+    """Decoded RGB frames ``start, start + stride, ...`` up to index ``last`` (or the end), and
+    how many frames were decoded in all."""
     import av
 
-    frames = []
+    frames, count = [], 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"expected a video stream in {path}, found none")
             for index, frame in enumerate(container.decode(video=0)):
+                count = index + 1
                 if last is not None and index > last:
                     break
-                if wanted is None or index in wanted:
+                if index >= start and (index - start) % stride == 0:
                     frames.append(frame.to_ndarray(format="rgb24"))
     except av.FFmpegError as exc:
-        raise VideoError(f"cannot decode {path}: {exc} (a corrupt or unsupported file?)") from None
-    return frames
+        reason = exc.strerror or type(exc).__name__
+        raise VideoError(
+            f"cannot decode {path}: {reason} (expected a readable video file; corrupt or "
+            "unsupported?)"
+        ) from None
+    return frames, count
 
 
-def _pick(total: int | None, num_frames: int | None, start: int, stride: int) -> list[int] | None:
+def _pick(total: int, num_frames: int | None, start: int, stride: int) -> list[int]:
+    """Indices ``start, start + stride, ...``: ``num_frames`` of them, or all below ``total``."""
     if num_frames is None:
-        return None if total is None else list(range(start, total, stride))
+        return list(range(start, total, stride))
     return [start + i * stride for i in range(num_frames)]
 
 
@@ -129,23 +137,19 @@ def read_video(
     if not path.exists():
         raise VideoError(f"video not found: {path}")
     if path.is_dir():
-        files = _frame_files(path)
-        if not files:
-            raise VideoError(f"expected numbered {'/'.join(FRAME_SUFFIXES)} frames in {path}")
-        total, indices = len(files), _pick(len(files), num_frames, start, stride)
-        frames = [_read_image(files[i]) for i in indices if i < total]
+        frames, total = _read_folder(path, num_frames, start, stride)
     else:
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise VideoError(
                 f"expected a video file ({', '.join(VIDEO_SUFFIXES)}), got {path.name}"
             )
-        indices = _pick(None, num_frames, start, stride)
-        if indices is None:
-            frames = _decode_file(path, None, None)[start::stride]
-        else:
-            frames = _decode_file(path, set(indices), indices[-1])
+        last = None if num_frames is None else start + (num_frames - 1) * stride
+        frames, total = _decode_file(path, start, stride, last)
     if not frames:
-        raise VideoError(f"no frames read from {path} (start={start}, stride={stride})")
+        raise VideoError(
+            f"no frames read from {path}: expected frames from index {start}, found "
+            f"{total} frame{'s' * (total != 1)} in all"
+        )
     if num_frames is not None and len(frames) < num_frames:
         raise VideoError(
             f"{path} has too few frames: asked for {num_frames} frames from index {start} with "
@@ -153,11 +157,7 @@ def read_video(
         )
     if target is not None:
         frames = [_resize(f, target, resize) for f in frames]
-    elif frames[0].shape[0] % 8 or frames[0].shape[1] % 8:
-        h, w = frames[0].shape[:2]
-        raise VideoError(
-            f"frame size {h}x{w} of {path} is not a multiple of 8: pass size= (--size) to resize"
-        )
+    _check_read_sizes(path, frames)
     return np.ascontiguousarray(np.stack(frames))
 
 
@@ -167,6 +167,32 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except OSError as exc:
         raise VideoError(f"cannot read frame {path}: {exc}") from None
+
+
+def _read_folder(folder: Path, num_frames: int | None, start: int, stride: int):
+    """Frames picked from a folder of numbered images, and how many images it holds."""
+    files = _frame_files(folder)
+    if not files:
+        raise VideoError(
+            f"expected numbered {'/'.join(FRAME_SUFFIXES)} frames in {folder}, found none"
+        )
+    indices = _pick(len(files), num_frames, start, stride)
+    return [_read_image(files[i]) for i in indices if i < len(files)], len(files)
+
+
+def _check_read_sizes(path: Path, frames: list[np.ndarray]) -> None:
+    """All frames of one size, and that size a multiple of 8 (the VAE downsamples by 8)."""
+    sizes = sorted({f.shape[:2] for f in frames})
+    if len(sizes) > 1:
+        raise VideoError(
+            f"expected frames of one size in {path}, found sizes "
+            f"{', '.join(f'{h}x{w}' for h, w in sizes)}: pass size= (--size) to resize them"
+        )
+    h, w = sizes[0]
+    if h % 8 or w % 8:
+        raise VideoError(
+            f"frame size {h}x{w} of {path} is not a multiple of 8: pass size= (--size) to resize"
+        )
 
 
 def video_fps(path: str | Path) -> float | None:
@@ -216,19 +242,29 @@ def _check_frames(frames: np.ndarray) -> None:
 
 @contextmanager
 def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it to ``path`` only on success."""
+    """Yield a temporary sibling of ``path``; rename it to ``path`` only on success.
+
+    An existing frame folder at ``path`` is moved aside first and removed only once the new one
+    is in place, so ``path`` never holds a half-written output.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # put the earlier output back
+        raise
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        for leftover in (tmp, old):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -254,15 +290,20 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> Path:
-    """Write ``uint8 (f, h, w, 3)`` frames as ``.mp4``, ``.gif`` or, for a path without a
-    suffix, a folder of numbered PNGs; atomically. Returns the path."""
+    """Write ``uint8 (f, h, w, 3)`` frames as ``.mp4`` (H.264, yuv420p, odd sides padded to
+    even), ``.gif`` or, for a path without a suffix or an existing folder, numbered PNGs
+    (replacing the folder's content); atomically, creating parent folders. Returns the path."""
     _check_frames(frames)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = "" if path.is_dir() else path.suffix.lower()  # an existing folder: PNG frames
     if suffix not in (".mp4", ".gif", ""):
-        raise VideoError(f"expected a .mp4, .gif or suffix-less (PNG folder) path, got {path}")
+        raise VideoError(
+            f"expected a .mp4, .gif, suffix-less or existing folder (PNG frames) path, got {path}"
+        )
+    if path.is_dir():
+        _check_replaceable(path)
     with _atomic(path) as tmp:
         if suffix == ".mp4":
             _write_mp4(tmp, frames, fps)
@@ -273,6 +314,18 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> Path
             for i, frame in enumerate(frames):
                 Image.fromarray(frame).save(tmp / f"{i:05d}.png")
     return path
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace a folder that holds anything but frame images (e.g. ``.`` by mistake)."""
+    others = [p.name for p in folder.iterdir() if p.suffix.lower() not in FRAME_SUFFIXES]
+    if others or folder.resolve() == Path.cwd().resolve():
+        found = ", ".join(map(repr, others[:3])) + (" ..." if len(others) > 3 else "")
+        found = found or "the working folder"
+        raise VideoError(
+            f"expected {folder} to be an empty folder or one holding only frame images (it is "
+            f"replaced), found {found}"
+        )
 
 
 def write_side_by_side(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from . import CLIError, user_errors
@@ -109,7 +110,6 @@ def _models(args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> None:
     from ..metrics import METRIC_SUITE_VERSION, describe_suite
     from ..metrics.evaluate import evaluate_rows, markdown_table
-    from ..runlog import environment
     from ..video_io import read_video
 
     rows = _rows(args)
@@ -129,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         "suite": describe_suite(backbone, repr(flow)),
         "clip_backbone": backbone,
         "flow_estimator": repr(flow),
-        "environment": environment(getattr(clip or flow, "device", None) or "cpu"),
+        "environment": _environment(clip, flow),
     }
     table = markdown_table(results)
     print(f"metric suite v{METRIC_SUITE_VERSION}, CLIP {backbone or 'skipped'}, flow {flow!r}")
@@ -137,12 +137,25 @@ def _evaluate(args: argparse.Namespace) -> None:
     _write_outputs(args, out, results, header, table)
 
 
+def _environment(clip, flow) -> dict:
+    """Package versions and device of the report, with the decoders and flow libraries."""
+    import av
+    import cv2
+    import torchvision
+
+    from ..runlog import environment
+
+    env = environment(getattr(clip or flow, "device", None) or "cpu")
+    return {**env, "torchvision": torchvision.__version__, "opencv": cv2.__version__,
+            "av": av.__version__}  # fmt: skip
+
+
 def _write_outputs(args, out: Path | None, results: list[dict], header: dict, table: str) -> None:
     from ..metrics.evaluate import plot_methods, write_csv
     from ..runlog import write_json_atomic
 
     if out:
-        (out / "table.md").write_text(table)
+        _write_text_atomic(out / "table.md", table)
         write_csv(out / "results.csv", results)
         plot_methods(out / "chart.png", results)
         print(f"wrote {out}/results.jsonl, table.md, results.csv, chart.png")
@@ -152,3 +165,12 @@ def _write_outputs(args, out: Path | None, results: list[dict], header: dict, ta
     if args.csv:
         write_csv(args.csv, results)
         print(f"wrote {args.csv}")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
