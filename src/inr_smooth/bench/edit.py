@@ -72,9 +72,7 @@ def _parts(model: str, device: torch.device, dtype: torch.dtype) -> StableDiffus
         folder = save_tiny_stable_diffusion(Path(tempfile.mkdtemp(prefix="inr-bench-")))
         return load_parts(str(folder), device=device, dtype=dtype)
     if model != "sd15-arch":
-        from ..pipelines.tune import _resolve_model
-
-        return load_parts(_resolve_model(model), device=device, dtype=dtype)
+        return load_parts(model, device=device, dtype=dtype)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 

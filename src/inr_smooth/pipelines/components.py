@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from ..mini import resolve_model
 from ..models import load_unet2d
 
 __all__ = [
@@ -74,10 +75,14 @@ def load_parts(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> StableDiffusionParts:
-    """Load tokenizer, text encoder, VAE, 2-D UNet and scheduler from a hub id or folder."""
+    """Load tokenizer, text encoder, VAE, 2-D UNet and scheduler from a hub id or folder.
+
+    ``"mini"`` names inr-smooth-mini, the small model shipped with the package.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    model = resolve_model(model)
     if _looks_local(model):
         check_model_folder(Path(model).expanduser())
         model = str(Path(model).expanduser())

@@ -59,7 +59,7 @@ from .inversion_cache import (
     save_inversion,
 )
 from .sampling import write_samples
-from .tune import DEFAULT_MODEL, _resolve_model, resolve_device
+from .tune import DEFAULT_MODEL, resolve_device
 
 __all__ = ["EditConfig", "EditPipeline", "EditResult", "edit", "inr_start_latents"]
 
@@ -218,7 +218,7 @@ class EditPipeline:
         log = RunLog(device)
         with log.stage("load"):
             dtype = resolve_dtype(config.dtype, device)
-            parts = load_parts(_resolve_model(config.model), device=device, dtype=dtype)
+            parts = load_parts(config.model, device=device, dtype=dtype)
             video_unet = inflate_unet(
                 parts.unet, attention=config.attention, temporal_attention=False
             )

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from ..models import load_video_unet_weights
 from .components import load_parts
 from .sampling import sample_videos, write_samples
-from .tune import INVERTED_LATENTS, TUNE_RECORD, _resolve_model, resolve_device
+from .tune import INVERTED_LATENTS, TUNE_RECORD, resolve_device
 
 __all__ = ["GenerateConfig", "generate"]
 
@@ -57,7 +57,7 @@ def generate(config: GenerateConfig, *, progress: bool = True) -> list[Path]:
     record = read_tune_record(weights)
     device = resolve_device(config.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    parts = load_parts(_resolve_model(config.model or record["model"]), device=device, dtype=dtype)
+    parts = load_parts(config.model or record["model"], device=device, dtype=dtype)
     video_unet = load_video_unet_weights(parts.unet, weights).to(device)
     shape = load_file(weights / INVERTED_LATENTS)["latents"].shape
     if config.from_noise:

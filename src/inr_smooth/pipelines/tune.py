@@ -171,7 +171,7 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
             stride=config.stride,
             size=config.size,
         )
-        parts = load_parts(_resolve_model(config.model), device=device)
+        parts = load_parts(config.model, device=device)
         prompt_embeds = encode_prompts(parts, [config.prompt])
         latents = encode_video(parts.vae, video_to_tensor(frames)[None].to(device))
     output.mkdir(parents=True, exist_ok=True)
@@ -264,15 +264,6 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
     log.write(output / "log.json")
     result.log = log.to_dict()
     return result
-
-
-def _resolve_model(model: str) -> str:
-    """``"mini"`` is the model shipped with the package; anything else is passed on."""
-    if model == "mini":
-        from ..mini import resolve_model
-
-        return resolve_model(model)
-    return model
 
 
 def _write_config(path: Path, config: TuneConfig) -> None:
