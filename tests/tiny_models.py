@@ -5,18 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 
-TINY_UNET_CONFIG = {
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 32,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-}
+from inr_smooth.tiny import TINY_UNET_CONFIG
 
 
 def tiny_unet2d(seed: int = 0, **overrides) -> UNet2DConditionModel:

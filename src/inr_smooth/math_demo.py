@@ -23,17 +23,7 @@ from diffusers import DDIMScheduler
 
 from .inversion import DDIMSchedule, ddim_invert, ddim_sample
 from .relations import inr_smoothing_loss, smoothvideo_loss
-
-SD_SCHEDULER_CONFIG = {  # the noise schedule of Stable Diffusion 1.x
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+from .tiny import SD_SCHEDULER_CONFIG
 
 
 def synthetic_latents(frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "SD_SCHEDULER_CONFIG",
     "TINY_TEXT_CONFIG",
     "TINY_UNET_CONFIG",
     "TINY_VAE_CONFIG",
@@ -59,7 +60,7 @@ TINY_TEXT_CONFIG = {
     "max_position_embeddings": 77,
     "projection_dim": 32,
 }
-_SD_SCHEDULER = {  # Stable Diffusion 1.x's scheduler settings
+SD_SCHEDULER_CONFIG = {  # Stable Diffusion 1.x's scheduler settings
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -67,6 +68,7 @@ _SD_SCHEDULER = {  # Stable Diffusion 1.x's scheduler settings
     "clip_sample": False,
     "set_alpha_to_one": False,
     "steps_offset": 1,
+    "prediction_type": "epsilon",
 }
 _NUM_MERGES = 49152 - 256 - 2  # as in CLIP: the vocabulary holds 49,408 tokens
 
@@ -128,5 +130,5 @@ def save_tiny_stable_diffusion(folder: str | Path, *, seed: int = 0) -> Path:
     text_encoder.save_pretrained(folder / "text_encoder")
     vae.save_pretrained(folder / "vae")
     unet.save_pretrained(folder / "unet")
-    DDIMScheduler(**_SD_SCHEDULER).save_pretrained(folder / "scheduler")
+    DDIMScheduler(**SD_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
     return folder

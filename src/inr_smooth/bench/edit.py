@@ -77,7 +77,7 @@ def _parts(model: str, device: torch.device, dtype: torch.dtype) -> StableDiffus
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ..mini import MINI_MODEL_DIR
-    from ..tiny import _SD_SCHEDULER
+    from ..tiny import SD_SCHEDULER_CONFIG
 
     with torch.device(device):  # random weights: speed and memory do not depend on them
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
@@ -85,7 +85,7 @@ def _parts(model: str, device: torch.device, dtype: torch.dtype) -> StableDiffus
         text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
     tokenizer = CLIPTokenizer.from_pretrained(MINI_MODEL_DIR / "tokenizer")  # CLIP's vocabulary
     modules = [m.to(dtype).eval().requires_grad_(False) for m in (text_encoder, vae, unet)]
-    return StableDiffusionParts(tokenizer, *modules, DDIMScheduler(**_SD_SCHEDULER), model)
+    return StableDiffusionParts(tokenizer, *modules, DDIMScheduler(**SD_SCHEDULER_CONFIG), model)
 
 
 def run_edit_bench(bench: EditBench, *, progress: bool = True) -> dict:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..synthetic import COLORS, SHAPES, Scene, random_scene, render
-from ..tiny import _SD_SCHEDULER, write_clip_tokenizer
+from ..tiny import SD_SCHEDULER_CONFIG, write_clip_tokenizer
 
 __all__ = ["MINI_TEXT", "MINI_UNET", "MINI_VAE", "MiniTrainConfig", "main", "train_mini"]
 
@@ -236,7 +236,7 @@ def train_unet(
 
     unet = _seeded(config.seed + 2, lambda: UNet2DConditionModel(**MINI_UNET))
     text_encoder = _seeded(config.seed + 3, lambda: CLIPTextModel(CLIPTextConfig(**MINI_TEXT)))
-    scheduler = DDPMScheduler.from_config(DDIMScheduler(**_SD_SCHEDULER).config)
+    scheduler = DDPMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER_CONFIG).config)
     params = [*unet.parameters(), *text_encoder.parameters()]
     ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=1e-2)
@@ -314,7 +314,7 @@ def _write_folder(tmp: Path, vae, unet, text_encoder, log: dict) -> None:
     for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
         log[f"{name}_parameters"] = sum(p.numel() for p in module.parameters())
         copy.deepcopy(module).to(torch.float16).save_pretrained(tmp / name)
-    DDIMScheduler(**_SD_SCHEDULER).save_pretrained(tmp / "scheduler")
+    DDIMScheduler(**SD_SCHEDULER_CONFIG).save_pretrained(tmp / "scheduler")
     log["torch"] = torch.__version__
     log["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (tmp / "training.json").write_text(json.dumps(log, indent=1) + "\n")
