@@ -108,3 +108,17 @@ def test_errors(tmp_path):
     frozen = StandIn().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         run_tuning_loop(frozen, step_fn, settings(2), tmp_path, progress=False)
+
+
+def test_cast_frozen_stores_only_frozen_weights_in_low_precision():
+    from inr_smooth.pipelines.trainer import cast_frozen_
+
+    model = cast_frozen_(StandIn(), torch.bfloat16)
+    assert {p.dtype for p in model.frozen.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.tuned.parameters()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = step_fn(model, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert all(
+        p.grad is not None and p.grad.dtype == torch.float32 for p in model.tuned.parameters()
+    )
