@@ -9,7 +9,6 @@ folder: ``comparison.mp4`` / ``.gif`` (all outputs side by side, labelled), ``ta
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,7 +119,3 @@ def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) 
         + f"\nwrote {output}/comparison.mp4, comparison.gif, table.md, chart.png, "
         + ("results.json")
     )
-
-
-def load_results(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
