@@ -15,6 +15,7 @@ from inr_smooth.quality import (
     markdown_table,
     random_cases,
     run_case,
+    run_cases,
     score_video,
     summarize,
 )
@@ -55,6 +56,18 @@ def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd, tm
     assert mean == pytest.approx(result["tune:inr"]["scores"]["warp_error"]) and se == 0
     table = markdown_table(summary, 2)
     assert table.count("\n") == 2 + 1 + len(METHODS) and "±" in table
+
+
+def test_parallel_cases_give_the_same_scores_as_serial_ones(tiny_sd):
+    settings = QualitySettings(model=str(tiny_sd), frames=3, size=16, tune_steps=1,
+                               inference_steps=2)  # fmt: skip
+    pairs = random_cases(2, seed=5)
+    serial = run_cases(pairs, settings, progress=False)
+    parallel = run_cases(pairs, settings, jobs=2, progress=False)
+    assert [list(case) for case in serial] == [["source", *METHODS]] * 2
+    strip = [{m: r["scores"] for m, r in case.items()} for case in serial]
+    assert strip == [{m: r["scores"] for m, r in case.items()} for case in parallel]
+    assert strip[0] != strip[1]  # two different clips
 
 
 def test_demo_command_writes_its_outputs(tiny_sd, tmp_path, capsys):

@@ -164,6 +164,53 @@ def run_case(
     return results
 
 
+def _scores_only(case: dict[str, dict]) -> dict[str, dict]:
+    return {k: {"scores": v["scores"], "seconds": v.get("seconds")} for k, v in case.items()}
+
+
+def _score_case(job: tuple[Scene, Scene, QualitySettings]) -> dict[str, dict]:
+    """One case in a worker process of :func:`run_cases` (one torch thread each)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return _scores_only(run_case(*job))
+
+
+def run_cases(
+    pairs: Sequence[tuple[Scene, Scene]],
+    settings: QualitySettings,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+) -> list[dict[str, dict]]:
+    """Scores (no videos) of every method on each (source, edit) pair, in order.
+
+    ``jobs > 1`` runs that many cases at once in worker processes, each on one CPU thread; the
+    results are the same as with ``jobs=1`` (every random draw is seeded from ``settings``).
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pairs), desc="quality bench", unit="clip", disable=not progress)
+    try:
+        if jobs <= 1:
+            results = []
+            for scene, target in pairs:
+                results.append(_scores_only(run_case(scene, target, settings)))
+                bar.update(1)
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = [pool.submit(_score_case, (s, t, settings)) for s, t in pairs]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            return [future.result() for future in futures]
+    finally:
+        bar.close()
+
+
 def random_cases(n: int, seed: int) -> list[tuple[Scene, Scene]]:
     """``n`` seeded (source, edit) pairs."""
     rng = np.random.default_rng(seed)

@@ -81,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--tune-steps", type=int, help="tuning steps (demo default)")
     quality.add_argument("--inference-steps", type=int, help="DDIM steps (demo default)")
     quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    quality.add_argument("--jobs", type=int, default=1,
+                         help="clips run at once, one CPU thread each (same results)")  # fmt: skip
     quality.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     quality.add_argument("--name", default="quality", help="file stem of .json/.md/.png")
     quality.set_defaults(handler=_run_quality)
@@ -138,25 +140,21 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 
 def _run_quality(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
     from ..demo import write_report
-    from ..quality import QualitySettings, random_cases, run_case, with_overrides
+    from ..quality import QualitySettings, random_cases, run_cases, with_overrides
     from . import user_errors
 
     if args.clips < 2:
         raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be at least 1, got {args.jobs}")
     settings = with_overrides(
         QualitySettings(model=args.model, seed=args.seed, device=args.device),
         tune_steps=args.tune_steps, inference_steps=args.inference_steps,
     )  # fmt: skip
     pairs = random_cases(args.clips, args.seed)
-    results = []
     try:
-        for scene, target in tqdm(pairs, desc="quality bench", unit="clip"):
-            case = run_case(scene, target, settings)
-            results.append({k: {"scores": v["scores"], "seconds": v.get("seconds")}
-                            for k, v in case.items()})  # fmt: skip
+        results = run_cases(pairs, settings, jobs=args.jobs)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     title = (
