@@ -1,4 +1,4 @@
-"""Shared test configuration: slow/GPU tests run only with --run-slow."""
+"""Shared test configuration: slow/GPU tests run only with --run-slow; shared fixtures."""
 
 import pytest
 import torch
@@ -26,3 +26,20 @@ def pytest_collection_modifyitems(config, items):
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory):
+    """A tiny Stable Diffusion folder (random weights), written once; tests only read it."""
+    from inr_smooth.tiny import save_tiny_stable_diffusion
+
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of many tiny models (faster than two on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

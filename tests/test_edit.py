@@ -25,24 +25,17 @@ from inr_smooth.inversion import ddim_invert, ddim_sample
 from inr_smooth.pipelines.components import encode_prompts, load_parts
 from inr_smooth.pipelines.edit import EditConfig, EditPipeline, inr_start_latents
 from inr_smooth.pipelines.guidance import guided_noise_fn
-from inr_smooth.tiny import save_tiny_stable_diffusion
 from tiny_models import tiny_unet2d
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "edit").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and lose a lot when a core is busy elsewhere."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    return load_parts(str(save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))))
+def parts(tiny_sd_folder):
+    return load_parts(str(tiny_sd_folder))
 
 
 @pytest.fixture(scope="module")

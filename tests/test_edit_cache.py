@@ -11,20 +11,13 @@ from inr_smooth.pipelines import edit as edit_module
 from inr_smooth.pipelines.attention_store import AttentionStore
 from inr_smooth.pipelines.components import load_parts
 from inr_smooth.pipelines.inversion_cache import cache_key, load_inversion
-from inr_smooth.tiny import save_tiny_stable_diffusion
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    return load_parts(str(save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))))
+def parts(tiny_sd_folder):
+    return load_parts(str(tiny_sd_folder))
 
 
 @pytest.fixture(scope="module")

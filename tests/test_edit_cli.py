@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from inr_smooth.cli import main
 from inr_smooth.pipelines.edit import EditPipeline
 from inr_smooth.pipelines.sampling import slug
 from inr_smooth.synthetic import random_scene, render
-from inr_smooth.tiny import save_tiny_stable_diffusion
 from inr_smooth.video_io import read_video, write_video
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "edit"
@@ -21,17 +19,7 @@ SCENE = random_scene(np.random.default_rng(0))
 EDITED = SCENE.edited(color="green" if SCENE.color != "green" else "yellow").caption
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +28,15 @@ def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames, fps=8)
 
 
-def edit_args(sd_folder, video, output, *extra) -> list[str]:
+def edit_args(tiny_sd_folder, video, output, *extra) -> list[str]:
     return [
         "edit", "--video", str(video), "--source-prompt", SCENE.caption, "--prompt", EDITED,
-        "--model", str(sd_folder), "--frames", "4", "--size", "16", "--inference-steps", "3",
+        "--model", str(tiny_sd_folder), "--frames", "4", "--size", "16", "--inference-steps", "3",
         "--output", str(output), *extra,
     ]  # fmt: skip
 
 
-def test_cli_edit_end_to_end_with_the_cache(sd_folder, video, tmp_path, capsys):
+def test_cli_edit_end_to_end_with_the_cache(tiny_sd_folder, video, tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
     extra = [
         "--blend-words",
@@ -58,7 +46,7 @@ def test_cli_edit_end_to_end_with_the_cache(sd_folder, video, tmp_path, capsys):
         "--cache-dir",
         str(cache),
     ]
-    assert main(edit_args(sd_folder, video, out, *extra)) == 0, capsys.readouterr().err
+    assert main(edit_args(tiny_sd_folder, video, out, *extra)) == 0, capsys.readouterr().err
     assert "inversion cache: miss (saved)" in capsys.readouterr().out
     name = slug(EDITED)
     assert {p.name for p in out.iterdir()} == {
@@ -76,16 +64,16 @@ def test_cli_edit_end_to_end_with_the_cache(sd_folder, video, tmp_path, capsys):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
     again = tmp_path / "again"
-    code = main(edit_args(sd_folder, video, again, *extra, "--inversion-weight", "0.5"))
+    code = main(edit_args(tiny_sd_folder, video, again, *extra, "--inversion-weight", "0.5"))
     assert code == 0 and "inversion cache: hit" in capsys.readouterr().out
     assert "inversion_weight: 0.5" in (again / "config.yaml").read_text()
 
 
-def test_cli_edit_with_a_preset(sd_folder, video, tmp_path, capsys):
+def test_cli_edit_with_a_preset(tiny_sd_folder, video, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["edit", "--config", str(PRESETS / "origami-rabbit.yaml"), "--video", str(video),
-            "--model", str(sd_folder), "--frames", "3", "--size", "16", "--inference-steps", "2",
-            "--output", str(out)]  # fmt: skip
+            "--model", str(tiny_sd_folder), "--frames", "3", "--size", "16",
+            "--inference-steps", "2", "--output", str(out)]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     config = (out / "config.yaml").read_text()
     assert "an origami rabbit is jumping on the grass" in config and "- rabbit" in config
@@ -120,12 +108,12 @@ def with_flag(args: list[str], flag: str, value: str | None) -> list[str]:
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
-    sd_folder, video, tmp_path, capsys, flag, value, message
+    tiny_sd_folder, video, tmp_path, capsys, flag, value, message
 ):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     value = value.format(tmp=tmp_path) if value else value
-    args = with_flag(edit_args(sd_folder, video, tmp_path / "out"), flag, value)
+    args = with_flag(edit_args(tiny_sd_folder, video, tmp_path / "out"), flag, value)
     before = sorted(tmp_path.rglob("*"))
     assert main(args) == 2
     err = capsys.readouterr().err  # (model loading may draw a progress bar before it)
@@ -134,13 +122,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_ctrl_c_leaves_no_half_written_output(sd_folder, video, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_leaves_no_half_written_output(tiny_sd_folder, video, tmp_path, capsys, monkeypatch):
     def interrupted(self, start, store):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(EditPipeline, "sample", interrupted)
     cache = tmp_path / "cache"
-    args = edit_args(sd_folder, video, tmp_path / "out", "--cache-dir", str(cache),
+    args = edit_args(tiny_sd_folder, video, tmp_path / "out", "--cache-dir", str(cache),
                      "--attention-store", "disk")  # fmt: skip
     assert main(args) == 130
     assert "interrupted" in capsys.readouterr().err

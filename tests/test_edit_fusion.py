@@ -27,21 +27,14 @@ from inr_smooth.pipelines.attention_fusion import (
 from inr_smooth.pipelines.attention_store import AttentionStore
 from inr_smooth.pipelines.components import encode_prompts, load_parts
 from inr_smooth.pipelines.guidance import guided_noise_fn
-from inr_smooth.tiny import save_tiny_stable_diffusion
 from tiny_models import randomize_, tiny_unet2d
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    return load_parts(str(save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))))
+def parts(tiny_sd_folder):
+    return load_parts(str(tiny_sd_folder))
 
 
 @pytest.fixture(scope="module")

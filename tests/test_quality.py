@@ -20,12 +20,6 @@ from inr_smooth.quality import (
     summarize,
 )
 from inr_smooth.synthetic import Scene, render
-from inr_smooth.tiny import save_tiny_stable_diffusion
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
 
 
 def test_scores_of_the_true_clip_are_perfect_and_an_edit_changes_them():
@@ -40,8 +34,8 @@ def test_scores_of_the_true_clip_are_perfect_and_an_edit_changes_them():
     assert score_video(clip, target)["color_accuracy"] == 0
 
 
-def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd, tmp_path):
-    settings = QualitySettings(model=str(tiny_sd), frames=3, size=16, tune_steps=1,
+def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd_folder, tmp_path):
+    settings = QualitySettings(model=str(tiny_sd_folder), frames=3, size=16, tune_steps=1,
                                inference_steps=2)  # fmt: skip
     ((scene, target),) = random_cases(1, seed=3)
     result = run_case(scene, target, settings)
@@ -58,8 +52,8 @@ def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd, tm
     assert table.count("\n") == 2 + 1 + len(METHODS) and "±" in table
 
 
-def test_parallel_cases_give_the_same_scores_as_serial_ones(tiny_sd):
-    settings = QualitySettings(model=str(tiny_sd), frames=3, size=16, tune_steps=1,
+def test_parallel_cases_give_the_same_scores_as_serial_ones(tiny_sd_folder):
+    settings = QualitySettings(model=str(tiny_sd_folder), frames=3, size=16, tune_steps=1,
                                inference_steps=2)  # fmt: skip
     pairs = random_cases(2, seed=5)
     serial = run_cases(pairs, settings, progress=False)
@@ -70,9 +64,9 @@ def test_parallel_cases_give_the_same_scores_as_serial_ones(tiny_sd):
     assert strip[0] != strip[1]  # two different clips
 
 
-def test_demo_command_writes_its_outputs(tiny_sd, tmp_path, capsys):
+def test_demo_command_writes_its_outputs(tiny_sd_folder, tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--model", str(tiny_sd), "--frames", "3", "--size", "16",
+    code = main(["demo", "--model", str(tiny_sd_folder), "--frames", "3", "--size", "16",
                  "--tune-steps", "1", "--inference-steps", "2", "--output", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [

@@ -19,16 +19,10 @@ from inr_smooth.models import inflate_unet, set_trainable
 from inr_smooth.pipelines.training import training_step
 from inr_smooth.pipelines.tune import TuneConfig, tune
 from inr_smooth.synthetic import Scene, render
-from inr_smooth.tiny import save_tiny_stable_diffusion
 from inr_smooth.video_io import write_video
 from tiny_models import tiny_unet2d
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tune"
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +31,18 @@ def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames, fps=8)
 
 
-def small_config(sd_folder, video, output, **overrides) -> TuneConfig:
+def small_config(tiny_sd_folder, video, output, **overrides) -> TuneConfig:
     values = dict(
         video=str(video), prompt="a red circle moving right on a blue background",
         edit_prompts=("a green square moving right on a blue background",),
-        model=str(sd_folder), output=str(output), frames=4, size=16, stride=1, steps=3,
+        model=str(tiny_sd_folder), output=str(output), frames=4, size=16, stride=1, steps=3,
         learning_rate=1e-3, inference_steps=2, checkpoint_every=0, seed=1,
     )  # fmt: skip
     return TuneConfig(**{**values, **overrides})
 
 
-def test_tune_writes_the_run_folder_and_generate_reads_it(sd_folder, video, tmp_path):
-    result = tune(small_config(sd_folder, video, tmp_path / "run"), progress=False)
+def test_tune_writes_the_run_folder_and_generate_reads_it(tiny_sd_folder, video, tmp_path):
+    result = tune(small_config(tiny_sd_folder, video, tmp_path / "run"), progress=False)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.yaml", "log.json", "weights", "samples"}
     log = json.loads((run / "log.json").read_text())
@@ -75,15 +69,14 @@ def test_tune_writes_the_run_folder_and_generate_reads_it(sd_folder, video, tmp_
     }  # fmt: skip
 
 
-def test_resumed_tuning_equals_an_uninterrupted_run(sd_folder, video, tmp_path):
-    straight = tune(
-        small_config(sd_folder, video, tmp_path / "a", steps=4, edit_prompts=()), progress=False
-    )
-    first = small_config(sd_folder, video, tmp_path / "b", steps=2, checkpoint_every=2)
+def test_resumed_tuning_equals_an_uninterrupted_run(tiny_sd_folder, video, tmp_path):
+    config = small_config(tiny_sd_folder, video, tmp_path / "a", steps=4, edit_prompts=())
+    straight = tune(config, progress=False)
+    first = small_config(tiny_sd_folder, video, tmp_path / "b", steps=2, checkpoint_every=2)
     tune(first, progress=False)
     assert (tmp_path / "b" / "checkpoint-2").is_dir()
     resumed = tune(
-        small_config(sd_folder, video, tmp_path / "b", steps=4, edit_prompts=()),
+        small_config(tiny_sd_folder, video, tmp_path / "b", steps=4, edit_prompts=()),
         resume=True,
         progress=False,
     )
@@ -120,12 +113,12 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss_and_touch_only_trainable_we
         assert torch.equal(value, before[name]) != (name in trainable), name
 
 
-def test_cli_tune_end_to_end_with_a_preset(sd_folder, video, tmp_path, capsys):
+def test_cli_tune_end_to_end_with_a_preset(tiny_sd_folder, video, tmp_path, capsys):
     preset = tmp_path / "p.yaml"
     preset.write_text("prompt: a red circle\nedit_prompts: [a red square]\nsmoothing: none\n")
     out = tmp_path / "run"
     code = main(["tune", "--config", str(preset), "--video", str(video), "--model",
-                 str(sd_folder), "--frames", "3", "--size", "16", "--steps", "1",
+                 str(tiny_sd_folder), "--frames", "3", "--size", "16", "--steps", "1",
                  "--inference-steps", "1", "--output", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     config = (out / "config.yaml").read_text()
@@ -144,9 +137,9 @@ def test_cli_tune_end_to_end_with_a_preset(sd_folder, video, tmp_path, capsys):
     ],
 )
 def test_cli_tune_bad_input_is_one_line_and_leaves_nothing(
-    sd_folder, video, tmp_path, capsys, change, message
+    tiny_sd_folder, video, tmp_path, capsys, change, message
 ):
-    args = {"video": str(video), "prompt": "a red circle", "model": str(sd_folder),
+    args = {"video": str(video), "prompt": "a red circle", "model": str(tiny_sd_folder),
             "size": "16", "frames": "4", "steps": "1"}  # fmt: skip
     change(args, tmp_path)
     out = tmp_path / "run"
@@ -160,10 +153,10 @@ def test_cli_tune_bad_input_is_one_line_and_leaves_nothing(
     assert not out.exists()
 
 
-def test_cli_tune_refuses_a_used_output_folder(sd_folder, video, tmp_path, capsys):
+def test_cli_tune_refuses_a_used_output_folder(tiny_sd_folder, video, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "something").write_text("x")
-    code = main(["tune", "--video", str(video), "--prompt", "p", "--model", str(sd_folder),
+    code = main(["tune", "--video", str(video), "--prompt", "p", "--model", str(tiny_sd_folder),
                  "--output", str(tmp_path / "run")])  # fmt: skip
     assert code == 2
     assert "exists and is not empty" in capsys.readouterr().err
