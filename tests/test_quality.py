@@ -10,9 +10,11 @@ import pytest
 from inr_smooth.cli import main
 from inr_smooth.quality import (
     METHODS,
+    METRICS,
     QualitySettings,
     edit_of,
     markdown_table,
+    paired_differences,
     random_cases,
     run_case,
     run_cases,
@@ -84,3 +86,39 @@ def test_demo_without_the_shipped_model_says_so(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--output", str(tmp_path / "out"), "--tune-steps", "1"]) == 2
     assert "inr-smooth-mini model is missing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_paired_differences_use_the_per_clip_difference():
+    def case(shift: float, noise: float) -> dict:
+        scores = {m: 0.5 + noise for m in METRICS}
+        shifted = {m: v + shift for m, v in scores.items()}
+        return {m: {"scores": shifted if m.endswith("inr") else scores} for m in METHODS}
+
+    cases = [case(0.1, noise) for noise in (0.0, 0.3, -0.2)]  # clips differ, the gap does not
+    differences = paired_differences(cases)
+    assert list(differences) == ["tune:inr - tune:none", "tune:smoothvideo - tune:none",
+                                 "edit:inr - edit:plain"]  # fmt: skip
+    mean, se = differences["edit:inr - edit:plain"]["warp_error"]
+    assert mean == pytest.approx(0.1) and se == pytest.approx(0, abs=1e-12)
+    assert summarize(cases)["edit:inr"]["warp_error"][1] > 0.1  # unpaired: the clips' spread
+    assert differences["tune:smoothvideo - tune:none"]["shape_iou"] == (0.0, 0.0)
+    partial = [{k: v for k, v in c.items() if k.startswith("edit")} for c in cases]
+    assert list(paired_differences(partial)) == ["edit:inr - edit:plain"]
+
+
+def test_bench_quality_command_writes_a_report_with_paired_differences(
+    tiny_sd_folder, tmp_path, capsys
+):
+    code = main(["bench", "quality", "--model", str(tiny_sd_folder), "--clips", "2",
+                 "--frames", "3", "--size", "16", "--tune-steps", "1", "--inference-steps", "2",
+                 "--out", str(tmp_path), "--name", "q"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| tune:inr - tune:none |" in out and "±" in out
+    results = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert len(results["cases"]) == 2 and results["settings"]["frames"] == 3
+    assert set(results["paired_differences"]) == {
+        "tune:inr - tune:none", "tune:smoothvideo - tune:none", "edit:inr - edit:plain"
+    }  # fmt: skip
+    assert (tmp_path / "q" / "chart.png").stat().st_size > 0
+    assert main(["bench", "quality", "--clips", "1"]) == 2

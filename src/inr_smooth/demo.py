@@ -13,7 +13,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .quality import METHODS, METRICS, QualitySettings, markdown_table, run_case, summarize
+from .quality import (
+    METHODS,
+    METRICS,
+    QualitySettings,
+    markdown_table,
+    paired_differences,
+    run_case,
+    summarize,
+)
 from .runlog import environment, write_json_atomic
 from .synthetic import Scene
 
@@ -56,10 +64,16 @@ def plot_scores(summary: dict, path: Path, title: str) -> Path:
 def write_report(
     folder: Path, cases: Sequence[dict], settings: QualitySettings, title: str, extra: dict
 ) -> str:
-    """Write ``table.md``, ``chart.png`` and ``results.json``; return the table."""
+    """Write ``table.md``, ``chart.png`` and ``results.json``; return the table (with more
+    than one case, followed by the paired differences of each method from its baseline)."""
     summary = summarize(cases)
-    table = markdown_table(summary, len(cases))
-    text = f"{title}\n\n{table}"
+    text = f"{title}\n\n{markdown_table(summary, len(cases))}"
+    differences = paired_differences(cases) if len(cases) > 1 else {}
+    if differences:
+        text += (
+            "\nPaired differences (method - baseline on the same clips; mean ± standard error "
+            f"of the per-clip difference):\n\n{markdown_table(differences, len(cases))}"
+        )
     _write_text(folder / "table.md", text)
     plot_scores(summary, folder / "chart.png", title)
     scores = [{m: r["scores"] for m, r in case.items()} for case in cases]
@@ -68,7 +82,8 @@ def write_report(
         folder / "results.json",
         {
             "settings": settings.__dict__, "cases": scores, "seconds": seconds,
-            "summary": summary, "metrics": {k: v[0] for k, v in METRICS.items()},
+            "summary": summary, "paired_differences": differences,
+            "metrics": {k: v[0] for k, v in METRICS.items()},
             "environment": environment(), **extra,
         },
     )  # fmt: skip

@@ -30,12 +30,16 @@ __all__ = [
     "QualitySettings",
     "edit_of",
     "markdown_table",
+    "paired_differences",
     "run_case",
     "score_video",
     "summarize",
 ]
 
 METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
+# (method, its baseline): the differences that the paper's claims are about
+COMPARISONS = (("tune:inr", "tune:none"), ("tune:smoothvideo", "tune:none"),
+               ("edit:inr", "edit:plain"))  # fmt: skip
 # name -> (column title, better when higher)
 METRICS = {
     "color_accuracy": ("colour acc. ↑", True),
@@ -171,8 +175,10 @@ def _scores_only(case: dict[str, dict]) -> dict[str, dict]:
 def _score_case(job: tuple[Scene, Scene, QualitySettings]) -> dict[str, dict]:
     """One case in a worker process of :func:`run_cases` (one torch thread each)."""
     import torch
+    from transformers.utils import logging
 
     torch.set_num_threads(1)
+    logging.disable_progress_bar()  # one "Loading weights" bar per worker and method: noise
     return _scores_only(run_case(*job))
 
 
@@ -185,14 +191,19 @@ def run_cases(
 ) -> list[dict[str, dict]]:
     """Scores (no videos) of every method on each (source, edit) pair, in order.
 
-    ``jobs > 1`` runs that many cases at once in worker processes, each on one CPU thread; the
-    results are the same as with ``jobs=1`` (every random draw is seeded from ``settings``).
+    Every case runs on one CPU thread: ``jobs > 1`` runs that many at once in worker
+    processes, ``jobs=1`` one after the other in this one. The scores do not depend on
+    ``jobs`` (every random draw is seeded from ``settings``, and the thread count, which
+    changes the order of float sums, is the same).
     """
+    import torch
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pairs), desc="quality bench", unit="clip", disable=not progress)
+    threads = torch.get_num_threads()
     try:
         if jobs <= 1:
+            torch.set_num_threads(1)
             results = []
             for scene, target in pairs:
                 results.append(_scores_only(run_case(scene, target, settings)))
@@ -208,6 +219,7 @@ def run_cases(
                 future.add_done_callback(lambda _: bar.update(1))
             return [future.result() for future in futures]
     finally:
+        torch.set_num_threads(threads)
         bar.close()
 
 
@@ -217,20 +229,38 @@ def random_cases(n: int, seed: int) -> list[tuple[Scene, Scene]]:
     return [(scene := random_scene(rng), edit_of(scene, rng)) for _ in range(n)]
 
 
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
 def summarize(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
     """Per method and metric: (mean, standard error of the mean) over cases."""
-    out: dict[str, dict[str, tuple[float, float]]] = {}
-    for method in cases[0]:
-        out[method] = {}
-        for metric in METRICS:
-            values = np.array([case[method]["scores"][metric] for case in cases])
-            se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-            out[method][metric] = (float(values.mean()), float(se))
-    return out
+    return {
+        method: {m: _mean_se([case[method]["scores"][m] for case in cases]) for m in METRICS}
+        for method in cases[0]
+    }
+
+
+def paired_differences(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple]]:
+    """Per comparison ``"a - b"`` of :data:`COMPARISONS` (those whose methods all cases have)
+    and metric: (mean, standard error) of the per-case difference ``a - b``. The cases are
+    shared, so this error is smaller than the two methods' errors combined: it is the one that
+    says whether a method beats its baseline."""
+    return {
+        f"{a} - {b}": {
+            m: _mean_se([case[a]["scores"][m] - case[b]["scores"][m] for case in cases])
+            for m in METRICS
+        }
+        for a, b in COMPARISONS
+        if all(a in case and b in case for case in cases)
+    }
 
 
 def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], n: int) -> str:
-    """Markdown table; with ``n > 1`` cells read ``mean ± s.e.``."""
+    """Markdown table (one row per method, or per comparison of :func:`paired_differences`);
+    with ``n > 1`` cells read ``mean ± s.e.``."""
     head = "| method | " + " | ".join(title for title, _ in METRICS.values()) + " |"
     lines = [head, "|---|" + "---:|" * len(METRICS)]
     for method, values in summary.items():

@@ -78,13 +78,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
     quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
     quality.add_argument("--model", default="mini", help="base model")
+    quality.add_argument("--frames", type=int, default=8, help="frames per clip (>= 3)")
+    quality.add_argument("--size", type=int, default=64, help="frame side in px")
     quality.add_argument("--tune-steps", type=int, help="tuning steps (demo default)")
     quality.add_argument("--inference-steps", type=int, help="DDIM steps (demo default)")
     quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
     quality.add_argument("--jobs", type=int, default=1,
                          help="clips run at once, one CPU thread each (same results)")  # fmt: skip
-    quality.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    quality.add_argument("--name", default="quality", help="file stem of .json/.md/.png")
+    quality.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                         help="results folder")  # fmt: skip
+    quality.add_argument("--name", default="quality",
+                         help="subfolder of --out: table.md, chart.png, results.json")  # fmt: skip
     quality.set_defaults(handler=_run_quality)
 
 
@@ -148,10 +152,14 @@ def _run_quality(args: argparse.Namespace) -> None:
         raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
     if args.jobs < 1:
         raise CLIError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.frames < 3:
+        raise CLIError(f"--frames must be at least 3, got {args.frames}")
+    base = QualitySettings(
+        model=args.model, frames=args.frames, size=args.size, seed=args.seed, device=args.device
+    )
     settings = with_overrides(
-        QualitySettings(model=args.model, seed=args.seed, device=args.device),
-        tune_steps=args.tune_steps, inference_steps=args.inference_steps,
-    )  # fmt: skip
+        base, tune_steps=args.tune_steps, inference_steps=args.inference_steps
+    )
     pairs = random_cases(args.clips, args.seed)
     try:
         results = run_cases(pairs, settings, jobs=args.jobs)

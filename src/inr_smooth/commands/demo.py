@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--output", type=Path, default=Path("outputs/demo"), help="output folder")
+    p.add_argument(
+        "--output", type=Path, default=Path("outputs/demo"), help="output folder (outputs/demo)"
+    )
     p.add_argument("--model", default="mini", help="base model (default: the shipped mini)")
     p.add_argument("--frames", type=int, default=8, help="frames of the clip (>= 3)")
     p.add_argument("--size", type=int, default=None, help="frame side in px (demo: 64)")
