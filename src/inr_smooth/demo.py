@@ -72,7 +72,7 @@ def write_report(
     if differences:
         text += (
             "\nPaired differences (method - baseline on the same clips; mean ± standard error "
-            f"of the per-clip difference):\n\n{markdown_table(differences, len(cases))}"
+            f"of the per-clip difference):\n\n{markdown_table(differences, len(cases), 4)}"
         )
     _write_text(folder / "table.md", text)
     plot_scores(summary, folder / "chart.png", title)

@@ -258,16 +258,18 @@ def paired_differences(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, 
     }
 
 
-def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], n: int) -> str:
+def markdown_table(
+    summary: dict[str, dict[str, tuple[float, float]]], n: int, digits: int = 3
+) -> str:
     """Markdown table (one row per method, or per comparison of :func:`paired_differences`);
-    with ``n > 1`` cells read ``mean ± s.e.``."""
+    with ``n > 1`` cells read ``mean ± s.e.``; ``digits`` after the decimal point."""
     head = "| method | " + " | ".join(title for title, _ in METRICS.values()) + " |"
     lines = [head, "|---|" + "---:|" * len(METRICS)]
     for method, values in summary.items():
         cells = []
         for metric in METRICS:
             mean, se = values[metric]
-            cells.append(f"{mean:.3f} ± {se:.3f}" if n > 1 else f"{mean:.3f}")
+            cells.append(f"{mean:.{digits}f} ± {se:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
