@@ -122,3 +122,29 @@ def test_bench_quality_command_writes_a_report_with_paired_differences(
     }  # fmt: skip
     assert (tmp_path / "q" / "chart.png").stat().st_size > 0
     assert main(["bench", "quality", "--clips", "1"]) == 2
+
+
+def test_demo_and_serial_bench_compute_on_one_thread(monkeypatch, tmp_path):
+    """Two threads made the demo's tuned videos differ between runs; one thread does not."""
+    import torch
+
+    import inr_smooth.demo as demo
+    import inr_smooth.quality as quality
+
+    seen = []
+
+    def fake_case(scene, target, settings, **_):
+        seen.append(torch.get_num_threads())
+        video = render(target, 3, 16)
+        return {"source": {"video": video, "scores": score_video(video, target)}}
+
+    monkeypatch.setattr(demo, "run_case", fake_case)
+    monkeypatch.setattr(quality, "run_case", fake_case)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        demo.run_demo(QualitySettings(frames=3, size=16), tmp_path / "d", progress=False)
+        run_cases(random_cases(2, seed=1), QualitySettings(), progress=False)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

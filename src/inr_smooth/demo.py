@@ -18,6 +18,7 @@ from .quality import (
     METRICS,
     QualitySettings,
     markdown_table,
+    one_torch_thread,
     paired_differences,
     run_case,
     summarize,
@@ -114,7 +115,8 @@ def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) 
         started.append(method)
         bar.set_postfix_str(method)
 
-    result = run_case(DEMO_SCENE, DEMO_TARGET, settings, on_method=next_method)
+    with one_torch_thread():  # the same table every run (see one_torch_thread)
+        result = run_case(DEMO_SCENE, DEMO_TARGET, settings, on_method=next_method)
     bar.update(bar.total - bar.n)
     bar.close()
     videos = [r["video"] for r in result.values()]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "QualitySettings",
     "edit_of",
     "markdown_table",
+    "one_torch_thread",
     "paired_differences",
     "run_case",
     "score_video",
@@ -168,18 +170,35 @@ def run_case(
     return results
 
 
+@contextmanager
+def one_torch_thread():
+    """Run the block on one torch CPU thread (the count is restored after it).
+
+    Every random draw of a case is seeded, but with two threads tuning on the CPU is not
+    bitwise repeatable (the demo's tuned videos differed by ~1e-6 between runs, which moved
+    the DIS flow of flat colours by up to 0.14 px); on one thread a case gives the same scores
+    every time, in this process or in a worker."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _scores_only(case: dict[str, dict]) -> dict[str, dict]:
     return {k: {"scores": v["scores"], "seconds": v.get("seconds")} for k, v in case.items()}
 
 
 def _score_case(job: tuple[Scene, Scene, QualitySettings]) -> dict[str, dict]:
     """One case in a worker process of :func:`run_cases` (one torch thread each)."""
-    import torch
     from transformers.utils import logging
 
-    torch.set_num_threads(1)
     logging.disable_progress_bar()  # one "Loading weights" bar per worker and method: noise
-    return _scores_only(run_case(*job))
+    with one_torch_thread():
+        return _scores_only(run_case(*job))
 
 
 def run_cases(
@@ -193,21 +212,18 @@ def run_cases(
 
     Every case runs on one CPU thread: ``jobs > 1`` runs that many at once in worker
     processes, ``jobs=1`` one after the other in this one. The scores do not depend on
-    ``jobs`` (every random draw is seeded from ``settings``, and the thread count, which
-    changes the order of float sums, is the same).
+    ``jobs`` (see :func:`one_torch_thread`).
     """
-    import torch
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pairs), desc="quality bench", unit="clip", disable=not progress)
-    threads = torch.get_num_threads()
     try:
         if jobs <= 1:
-            torch.set_num_threads(1)
             results = []
-            for scene, target in pairs:
-                results.append(_scores_only(run_case(scene, target, settings)))
-                bar.update(1)
+            with one_torch_thread():
+                for scene, target in pairs:
+                    results.append(_scores_only(run_case(scene, target, settings)))
+                    bar.update(1)
             return results
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -219,7 +235,6 @@ def run_cases(
                 future.add_done_callback(lambda _: bar.update(1))
             return [future.result() for future in futures]
     finally:
-        torch.set_num_threads(threads)
         bar.close()
 
 
