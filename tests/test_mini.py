@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from inr_smooth.demo import DEMO_SCENE, DEMO_TARGET
 from inr_smooth.mini import MINI_MODEL_DIR, resolve_model
 from inr_smooth.mini.evaluate import sample_images, score_image
 from inr_smooth.pipelines.components import decode_video, encode_video, load_parts
@@ -73,7 +74,7 @@ def test_score_image_gives_rendered_frames_full_marks():
 
 def test_samples_show_the_asked_for_colour_shape_and_background(mini):
     """The demo's source and edit-target captions, 4 samples each, scored exactly."""
-    scenes = [Scene(), Scene(color="green", shape="square")]
+    scenes = [DEMO_SCENE, DEMO_TARGET]
     images = sample_images(mini, [s.caption for s in scenes], samples=4, num_inference_steps=15)
     assert images.shape == (2, 4, 64, 64, 3) and images.dtype == np.uint8
     scores = [

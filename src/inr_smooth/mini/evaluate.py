@@ -130,10 +130,11 @@ def sample_images(
 def evaluation_scenes(holdout: str, seed: int = 1234, seen: int = 12) -> list[tuple[Scene, bool]]:
     """``(scene, held_out)`` pairs: the demo's source and target, ``seen`` random scenes of
     trained pairs, and two random scenes per held-out pair."""
+    from ..demo import DEMO_SCENE, DEMO_TARGET
     from .train import MiniTrainConfig, holdout_pairs
 
     pairs = holdout_pairs(MiniTrainConfig(holdout=holdout))
-    scenes = [Scene(), Scene(color="green", shape="square")]
+    scenes = [DEMO_SCENE, DEMO_TARGET]
     rng = np.random.default_rng(seed)
     while len(scenes) < seen + 2:
         scene = random_scene(rng)
