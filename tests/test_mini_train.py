@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 
@@ -41,8 +42,12 @@ def test_training_script_rejects_a_bad_holdout(tmp_path):
         train_mini(MiniTrainConfig(output=str(tmp_path / "m"), holdout="pink circle"))
 
 
-def test_training_script_help(capsys):
+def test_training_script_help(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a help text
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
-    assert "--unet-steps" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--unet-steps" in out
+    for item in fields(MiniTrainConfig):  # every flag says what it does
+        assert item.metadata["help"] in out

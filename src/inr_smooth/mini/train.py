@@ -4,7 +4,7 @@ It is the "image model" that one-shot tuning and inversion editing start from, i
 Stable Diffusion, for machines without SD weights. Data: single frames of the synthetic world
 (:mod:`inr_smooth.synthetic`) with their captions, drawn on the fly from seeded generators.
 
-    python -m inr_smooth.mini.train --output src/inr_smooth/mini/model --threads 1
+    python -m inr_smooth.mini.train --output src/inr_smooth/mini/model --threads 2
 
 Stage 1 trains the AutoencoderKL (L1 reconstruction + a small KL term), then sets its
 ``scaling_factor`` to 1 / std of the latents, as Stable Diffusion's was chosen. Stage 2 trains
@@ -39,7 +39,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -86,29 +86,36 @@ MINI_TEXT = {  # CLIP's text transformer, shrunk; the vocabulary stays CLIP's 49
 }
 
 
+def _opt(default, help_text: str):
+    """A config field with its ``--help`` text."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class MiniTrainConfig:
-    output: str = "src/inr_smooth/mini/model"  # the diffusers folder to write (replaced)
-    seed: int = 0
-    size: int = 64  # frame side in pixels
-    max_frames: int = 24  # clips of 8..max_frames frames: the object anywhere on its path
-    vae_steps: int = 3000
-    vae_batch_size: int = 32
-    vae_lr: float = 1e-3
-    kl_weight: float = 1e-6
-    unet_steps: int = 5000
-    batch_size: int = 32  # UNet batch
-    unet_lr: float = 1e-3
-    caption_dropout: float = 0.1  # share of empty captions, for classifier-free guidance
-    ema_decay: float = 0.999
-    offset_noise: float = 0.3  # std of a per-channel constant added to the noise (see doc)
-    min_snr_gamma: float = 5.0  # > 0: min-SNR loss weights min(SNR, gamma) / SNR (0: plain MSE)
-    object_weight: float = 10.0  # loss weight of the object's pixels (background: 1; see doc)
-    holdout: str = "purple triangle,orange diamond"  # object colour/shape pairs never shown
-    vae_from: str = ""  # a model folder whose VAE to reuse: skips stage 1
-    threads: int = 1  # torch CPU threads (leave a core to the others)
-    snapshot_every: int = 0  # write the EMA model so far to --snapshot-dir every N UNet steps
-    snapshot_dir: str = ""  # a diffusers folder for looking at a run before it ends
+    output: str = _opt("src/inr_smooth/mini/model", "the diffusers folder to write (replaced)")
+    seed: int = _opt(0, "seed of the data, the initial weights and the noise")
+    size: int = _opt(64, "frame side in pixels")
+    max_frames: int = _opt(24, "clips of 8..N frames, a random frame each: the object anywhere")
+    vae_steps: int = _opt(3000, "stage 1: VAE optimiser steps")
+    vae_batch_size: int = _opt(32, "stage 1: frames per VAE step")
+    vae_lr: float = _opt(1e-3, "stage 1: peak AdamW learning rate (warm-up + cosine)")
+    kl_weight: float = _opt(1e-6, "stage 1: weight of the KL term beside the L1 loss")
+    unet_steps: int = _opt(5000, "stage 2: UNet + text encoder steps (0: stop after the VAE)")
+    batch_size: int = _opt(32, "stage 2: frames per UNet step")
+    unet_lr: float = _opt(1e-3, "stage 2: peak AdamW learning rate (warm-up + cosine)")
+    caption_dropout: float = _opt(0.1, "share of empty captions, for classifier-free guidance")
+    ema_decay: float = _opt(0.999, "decay of the saved exponential moving average of weights")
+    offset_noise: float = _opt(0.3, "std of a per-channel constant added to the training noise")
+    min_snr_gamma: float = _opt(5.0, "min-SNR loss weights min(SNR, gamma) / SNR (0: plain MSE)")
+    object_weight: float = _opt(10.0, "loss weight of the object's pixels (background: 1)")
+    holdout: str = _opt(
+        "purple triangle,orange diamond", "comma-separated colour/shape pairs never shown"
+    )
+    vae_from: str = _opt("", "a model folder whose VAE to reuse: skips stage 1")
+    threads: int = _opt(1, "torch CPU threads")
+    snapshot_every: int = _opt(0, "write the EMA model so far every N UNet steps (0: never)")
+    snapshot_dir: str = _opt("", "where --snapshot-every writes (a diffusers folder)")
 
 
 def holdout_pairs(config: MiniTrainConfig) -> set[tuple[str, str]]:
@@ -403,8 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for key, value in asdict(MiniTrainConfig()).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    for item in fields(MiniTrainConfig):
+        parser.add_argument(
+            f"--{item.name.replace('_', '-')}",
+            type=type(item.default),
+            default=item.default,
+            help=item.metadata["help"],
+        )
     args = parser.parse_args(argv)
     path = train_mini(MiniTrainConfig(**vars(args)))
     print(f"wrote {path}")
