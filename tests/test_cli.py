@@ -1,5 +1,6 @@
 """The command line: --help everywhere, the demo, one-line errors."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +23,18 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert f"usage: inr-smooth {command}" in capsys.readouterr().out
+
+
+def test_every_option_says_what_it_does():
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, [*path, name])
+            elif action.option_strings and not action.help:
+                yield " ".join([*path, action.option_strings[-1]])
+
+    assert list(undocumented(build_parser(), ["inr-smooth"])) == []
 
 
 def test_top_level_help_lists_commands(capsys):

@@ -29,8 +29,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="smoothing modes (must include none)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per mode")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds (FLOPs counted)")
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
+                   help="autocast dtype of the step")  # fmt: skip
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute UNet activations in the backward pass")  # fmt: skip
     p.add_argument("--fp32-frozen", action="store_true",
                    help="keep frozen weights in fp32 under mixed precision")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     step = kinds.add_parser("tune-step", help="the tuning step per smoothing mode",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    step.add_argument("--frames", type=int, default=8)
+    step.add_argument("--frames", type=int, default=8, help="frames per step")
     step.add_argument("--size", type=int, default=64, help="pixels (latents: size / 8)")
     step.add_argument("--json", type=Path, help="write the report here")
     _common(step)
@@ -54,20 +56,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     ed = kinds.add_parser("edit", help="plain inversion vs INR(TF) editing",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     ed.add_argument("--model", default="tiny", help="tiny | sd15-arch | model folder | mini")
-    ed.add_argument("--frames", type=int, default=8)
+    ed.add_argument("--frames", type=int, default=8, help="frames of the edited clip")
     ed.add_argument("--size", type=int, default=64, help="frame side in pixels")
     ed.add_argument("--inference-steps", type=int, default=50, help="DDIM steps, each way")
-    ed.add_argument("--modes", nargs="+", default=["plain", "inr-final", "inr-every"])
+    ed.add_argument("--modes", nargs="+", default=["plain", "inr-final", "inr-every"],
+                    help="plain; INR(TF) at gamma 1, final_step / every_step")  # fmt: skip
     ed.add_argument("--repeats", type=int, default=3, help="timed rounds per mode")
     ed.add_argument("--warmup", type=int, default=1, help="untimed rounds per mode")
-    ed.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto")
+    ed.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
+                    help="model precision (auto: fp16 on CUDA, fp32 on CPU)")  # fmt: skip
     ed.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ed.add_argument("--json", type=Path, help="write the report here")
     ed.set_defaults(handler=_run_edit)
     sweep = kinds.add_parser("sweep", help="tune-step over frames and sizes, with plots",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    sweep.add_argument("--frames", type=int, nargs="+", default=[8, 16, 24, 32])
-    sweep.add_argument("--sizes", type=int, nargs="+", default=[64])
+    sweep.add_argument("--frames", type=int, nargs="+", default=[8, 16, 24, 32],
+                       help="frame counts to time")  # fmt: skip
+    sweep.add_argument("--sizes", type=int, nargs="+", default=[64],
+                       help="frame sides in pixels to time")  # fmt: skip
     sweep.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                        help="folder for <name>.json, .md and .png")  # fmt: skip
     sweep.add_argument("--name", default=None, help="file stem (default: sweep-<model>-<device>)")

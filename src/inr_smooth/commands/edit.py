@@ -77,8 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--cache-dir", help="inversion cache folder (default: no cache)")
     inr = p.add_argument_group("INR inversion noise")
     inr.add_argument("--inversion-weight", type=float, metavar="GAMMA", help="in [0, 1] (1.0)")
-    inr.add_argument("--apply-at", choices=("final_step", "every_step"))
-    inr.add_argument("--noise-source", choices=("gaussian", "implied"))
+    inr.add_argument("--apply-at", choices=("final_step", "every_step"),
+                     help="rebuild only the last inversion step's noise, or every step's "
+                     "(final_step)")  # fmt: skip
+    inr.add_argument("--noise-source", choices=("gaussian", "implied"),
+                     help="random noise: seeded N(0, 1), or the noise implied by each "
+                     "inverted latent (gaussian)")  # fmt: skip
     inr.add_argument("--alpha", type=float, help="weight of last-to-first (0.5)")
     inr.add_argument("--beta", type=float, help="weight of first-to-last (0.5)")
     inr.add_argument("--chain", choices=("adjacent", "anchored"), help="relation chain")

@@ -47,12 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--output", help="run folder (default outputs/tune)")
     io.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     sm = p.add_argument_group("smoothing")
-    sm.add_argument("--smoothing", choices=("none", "smoothvideo", "smoothvideo-simple", "inr"))
+    sm.add_argument(
+        "--smoothing", choices=("none", "smoothvideo", "smoothvideo-simple", "inr"),
+        help="extra loss: inr = INR(T); smoothvideo = SmoothVideo's (-simple: mean |second "
+        "difference of the predicted noise|); none = plain tuning (inr)",
+    )  # fmt: skip
     sm.add_argument("--smooth-weight", type=float, metavar="LAMBDA", help="weight of the term")
     sm.add_argument("--alpha", type=float, help="INR: weight of last-to-first (0.5)")
     sm.add_argument("--beta", type=float, help="INR: weight of first-to-last (0.5)")
     sm.add_argument("--chain", choices=("adjacent", "anchored"), help="INR relation chain")
-    sm.add_argument("--detach-anchor", action="store_true", default=None)
+    sm.add_argument("--detach-anchor", action="store_true", default=None,
+                    help="INR: neighbour term as a constant (one-way gradients)")  # fmt: skip
     sm.add_argument("--lambda-factor", type=float, help="SmoothVideo factor (1000)")
     tr = p.add_argument_group("frames and tuning (defaults: Tune-A-Video's)")
     tr.add_argument("--frames", type=int, help="number of frames (24; 8 when memory is short)")
@@ -62,9 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--steps", type=int, help="tuning steps (500)")
     tr.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (3e-5)")
     tr.add_argument(
-        "--attention", choices=("sparse_causal", "first_frame", "keyframe", "full", "none")
+        "--attention",
+        choices=("sparse_causal", "first_frame", "keyframe", "full", "none"),
+        help="cross-frame self-attention (sparse_causal: Tune-A-Video's first + previous frame)",
     )
-    tr.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"))
+    tr.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"),
+                    help="autocast dtype (auto: bf16 or fp16 on CUDA, none on CPU)")  # fmt: skip
     tr.add_argument(
         "--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
         default=None, help="faster, more memory",
