@@ -99,3 +99,22 @@ def test_evaluate_command_writes_scores_and_a_grid(tmp_path, capsys):
     assert result["summary"]["held_out"]["images"] == 4  # two scenes per held-out pair
     assert len(result["captions"]) == 18 and "seen" in json.loads(capsys.readouterr().out)
     assert Image.open(png).size == (64, 18 * 64)
+
+
+def test_evaluate_command_reports_bad_input_in_one_line(tmp_path, capsys):
+    import shutil
+
+    from inr_smooth.mini.evaluate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "model folder not found" in err[-1] and "Traceback" not in "".join(err)
+
+    folder = shutil.copytree(MINI_MODEL_DIR, tmp_path / "copy")
+    (folder / "training.json").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(folder)])
+    assert exc.value.code == 2
+    assert "--holdout" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -37,9 +37,14 @@ def test_training_script_runs_end_to_end(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temp folder left
 
 
-def test_training_script_rejects_a_bad_holdout(tmp_path):
+def test_training_script_rejects_a_bad_holdout(tmp_path, capsys):
     with pytest.raises(ValueError, match="colour> <shape"):
         train_mini(MiniTrainConfig(output=str(tmp_path / "m"), holdout="pink circle"))
+    with pytest.raises(SystemExit) as exc:  # the command line: one line, exit code 2
+        main(["--output", str(tmp_path / "m"), "--holdout", "pink circle"])
+    assert exc.value.code == 2
+    assert "colour> <shape" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "m").exists()
 
 
 def test_training_script_help(capsys, monkeypatch):

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,22 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="mini", help="'mini' or a diffusers folder")
     parser.add_argument("--samples", type=int, default=4, help="images per caption")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     parser.add_argument("--holdout", default=None, help="default: the model's training.json")
     parser.add_argument("--json", help="write the scores here")
     parser.add_argument("--png", help="write a grid of the samples here (one row per caption)")
     args = parser.parse_args(argv)
-    folder = resolve_model(args.model)
-    parts = load_parts(folder)
-    holdout = args.holdout
-    if holdout is None:
-        with open(f"{folder}/training.json") as handle:
-            holdout = json.load(handle)["config"]["holdout"]
-    result = evaluate(
-        parts, evaluation_scenes(holdout), samples=args.samples, seed=args.seed,
-        num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-    )  # fmt: skip
+    try:
+        folder = resolve_model(args.model)
+        parts = load_parts(folder)
+        holdout = args.holdout
+        if holdout is None:
+            record = Path(folder) / "training.json"
+            if not record.is_file():
+                raise FileNotFoundError(f"{record} not found; name held-out pairs with --holdout")
+            holdout = json.loads(record.read_text())["config"]["holdout"]
+        result = evaluate(
+            parts, evaluation_scenes(holdout), samples=args.samples, seed=args.seed,
+            num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:  # a bad model path or --holdout: one line
+        parser.error(str(exc))
     print(json.dumps(result["summary"], indent=1))
     if args.json:
         with open(args.json, "w") as handle:

@@ -418,7 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             help=item.metadata["help"],
         )
     args = parser.parse_args(argv)
-    path = train_mini(MiniTrainConfig(**vars(args)))
+    try:
+        path = train_mini(MiniTrainConfig(**vars(args)))
+    except (FileNotFoundError, ValueError) as exc:  # a bad --vae-from or --holdout: one line
+        parser.error(str(exc))
+    except KeyboardInterrupt:  # train_mini has removed its unfinished folder
+        print(f"{parser.prog}: interrupted; {args.output} left as it was", file=sys.stderr)
+        return 130
     print(f"wrote {path}")
     return 0
 
