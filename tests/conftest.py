@@ -43,3 +43,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _mount_tmpfs(path, options):
+    """Mount a small tmpfs at ``path`` (root only); False where this machine does not allow it."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True)  # fmt: skip
+    return done.returncode == 0
+
+
+def _mounted_dir(tmp_path, name, options):
+    import subprocess
+
+    path = tmp_path / name
+    if not _mount_tmpfs(path, options):
+        pytest.skip("cannot mount a tmpfs here (needs root); the monkeypatched tests still run")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A real read-only folder (a read-only tmpfs: root ignores chmod)."""
+    yield from _mounted_dir(tmp_path, "readonly", "ro,size=1m")
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    """A real folder on a 64 KiB tmpfs: writes beyond that fail with ENOSPC."""
+    yield from _mounted_dir(tmp_path, "full", "size=64k")

@@ -70,7 +70,7 @@ def test_atomic_json_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypat
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("inr_smooth.runlog.os.replace", broken_replace)
+    monkeypatch.setattr("inr_smooth.outputs.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_json_atomic(target, {"x": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
