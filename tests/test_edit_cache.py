@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -76,7 +78,7 @@ def test_a_changed_setting_misses_the_cache(parts, frames, tmp_path):
     make_pipeline(parts, cache_dir=str(cache), output=str(tmp_path / "a"))(frames)
     changed = make_pipeline(parts, cache_dir=str(cache), output=str(tmp_path / "b"),
                             inference_steps=3)(frames)  # fmt: skip
-    assert not changed.cache_hit and len(list(cache.glob("inversion-*"))) == 2
+    assert not changed.cache_hit and len(list(cache.glob("inversion-*.safetensors"))) == 2
 
 
 def test_an_unreadable_or_foreign_cache_file_is_a_miss(parts, frames, tmp_path):
@@ -98,8 +100,10 @@ def test_store_files_round_trip_through_safetensors(location, tmp_path):
     for name, tensor in entries.items():
         store.put(name, tensor)
     latents = {"final_latents": torch.randn(1, 4, 2, 2, 2, generator=g)}
-    path = store.save(tmp_path / "sub" / "cache.safetensors", latents, {"key": "value"})
+    path = tmp_path / "sub" / "cache.safetensors"
+    digest = store.save(path, latents, {"key": "value"})
     store.close()
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # spill file gone
     assert [p.name for p in path.parent.iterdir()] == ["cache.safetensors"]
     raw = load_file(path)  # the file is plain safetensors

@@ -133,7 +133,8 @@ def test_ctrl_c_leaves_no_half_written_output(tiny_sd_folder, video, tmp_path, c
     assert main(args) == 130
     assert "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no output, no temp folder
-    assert [p.name.startswith("inversion-") for p in cache.iterdir()] == [True]  # complete
+    suffixes = sorted(p.suffix for p in cache.iterdir() if p.name.startswith("inversion-"))
+    assert suffixes == [".safetensors", ".sha256"] and len(list(cache.iterdir())) == 2
 
 
 def test_help_teaches_the_options(capsys):

@@ -27,7 +27,8 @@ def test_training_script_runs_end_to_end(tmp_path):
     )
     train_mini(config)
     assert {p.name for p in out.iterdir()} == {
-        "tokenizer", "text_encoder", "vae", "unet", "scheduler", "training.json"
+        "tokenizer", "text_encoder", "vae", "unet", "scheduler", "training.json",
+        "model_index.json", "inr_smooth_defaults.json",
     }  # fmt: skip
     parts = load_parts(str(out))
     assert parts.unet.config.cross_attention_dim == parts.text_encoder.config.hidden_size

@@ -52,7 +52,9 @@ def test_frame_selection_by_start_stride_and_count(tmp_path):
     assert [int(f[0, 0, 0]) // 20 for f in picked] == [1, 4, 7]
     rest = read_video(path, start=5, stride=2)
     assert [int(f[0, 0, 0]) // 20 for f in rest] == [5, 7]
-    with pytest.raises(VideoError, match=r"too few frames: asked for 4 .* found 3"):
+    too_few = (r"too few frames: 4 frames from index 3 with stride 2 need index 9, but it has 9 "
+               r"frames \(indices 0-8\); at most 3 frames fit")
+    with pytest.raises(VideoError, match=too_few):
         read_video(path, num_frames=4, start=3, stride=2)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .commands import CLIError
@@ -12,14 +13,9 @@ from .commands import CLIError
 DESCRIPTION = """\
 Temporally smooth diffusion video synthesis with interframe noise relations (INR Smooth).
 
-  tune      one-shot video tuning (Tune-A-Video style) with a smoothing loss
-  generate  sample videos from a tuned model
-  edit      training-free, inversion-based video editing with INR inversion noise
-  eval      the metric suite: CLIP text alignment, CLIP frame consistency, warp error
-  bench     speed and memory benchmarks
-  demo      the whole job offline on synthetic clips, scored with exact ground truth
-
-Run `inr-smooth COMMAND --help` for each command's options.
+Every command runs offline on the shipped inr-smooth-mini model (--model mini, 64 px frames of
+a synthetic shapes world); real use takes a Stable Diffusion 1.x hub id or local folder.
+Start with `inr-smooth demo`. Run `inr-smooth COMMAND --help` for each command's options.
 """
 
 # every subcommand, in the order of --help; each has a module inr_smooth.commands.<name>
@@ -33,10 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"inr-smooth {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
+
+
+def _one_line_warnings(command: str) -> None:
+    """Warnings (a cut prompt, a cache that could not be written, ...) as one line each."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"inr-smooth {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _one_line_warnings(args.command)
     try:
         args.handler(args)
     except CLIError as exc:
@@ -56,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"inr-smooth {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a write that failed late (disk full, a folder made read-only)
+        from .outputs import WRITE_ERRNOS, describe_write_error
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"inr-smooth {args.command}: error: {describe_write_error(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

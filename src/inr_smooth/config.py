@@ -16,7 +16,13 @@ import yaml
 
 C = TypeVar("C")
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config"]
+__all__ = [
+    "ConfigError",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "load_config_with_sources",
+]
 
 
 class ConfigError(ValueError):
@@ -64,22 +70,34 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
         raise ConfigError(f"{cls.__name__}: {exc}") from None
 
 
+def _read_preset(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return loaded or {}
+
+
+def load_config_with_sources(
+    cls: type[C], path: str | Path | None = None, **overrides: Any
+) -> tuple[C, dict[str, str]]:
+    """:func:`load_config`, and where each set value came from: ``"preset"`` or ``"flag"``."""
+    data = _read_preset(path) if path is not None else {}
+    sources = dict.fromkeys(data, "preset")
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    data.update(flags)
+    sources.update(dict.fromkeys(flags, "flag"))
+    return config_from_dict(cls, data), sources
+
+
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
     """Read a YAML preset (optional) and apply overrides whose value is not None."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-        data.update(loaded or {})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return config_from_dict(cls, data)
+    return load_config_with_sources(cls, path, **overrides)[0]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

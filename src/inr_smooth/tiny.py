@@ -26,6 +26,7 @@ __all__ = [
     "clip_bpe_path",
     "save_tiny_stable_diffusion",
     "write_clip_tokenizer",
+    "write_model_index",
 ]
 
 TINY_UNET_CONFIG = {
@@ -115,6 +116,30 @@ def write_clip_tokenizer(folder: str | Path, bpe_path: str | Path | None = None)
     return folder
 
 
+MODEL_INDEX = {  # what diffusers' StableDiffusionPipeline.from_pretrained reads
+    "_class_name": "StableDiffusionPipeline",
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "DDIMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def write_model_index(folder: str | Path) -> Path:
+    """``model_index.json``: makes the folder a complete diffusers pipeline folder."""
+    import diffusers
+
+    path = Path(folder) / "model_index.json"
+    index = {"_class_name": MODEL_INDEX["_class_name"], "_diffusers_version": diffusers.__version__}
+    path.write_text(json.dumps({**index, **MODEL_INDEX}, indent=2) + "\n")
+    return path
+
+
 def save_tiny_stable_diffusion(folder: str | Path, *, seed: int = 0) -> Path:
     """Write a tiny, seeded Stable Diffusion 1.x-shaped diffusers folder and return it."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -131,4 +156,5 @@ def save_tiny_stable_diffusion(folder: str | Path, *, seed: int = 0) -> Path:
     vae.save_pretrained(folder / "vae")
     unet.save_pretrained(folder / "unet")
     DDIMScheduler(**SD_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    write_model_index(folder)
     return folder

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -18,15 +19,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch loads only for the tensor conversions: reading is checked without it
+    import torch
 
 __all__ = [
     "FRAME_SUFFIXES",
     "VIDEO_SUFFIXES",
     "VideoError",
+    "frames_digest",
     "read_video",
     "tensor_to_video",
     "video_fps",
@@ -151,9 +156,12 @@ def read_video(
             f"{total} frame{'s' * (total != 1)} in all"
         )
     if num_frames is not None and len(frames) < num_frames:
+        last = start + (num_frames - 1) * stride
+        fit = (total - 1 - start) // stride + 1
         raise VideoError(
-            f"{path} has too few frames: asked for {num_frames} frames from index {start} with "
-            f"stride {stride} (last index {start + (num_frames - 1) * stride}), found {len(frames)}"
+            f"{path} has too few frames: {num_frames} frames from index {start} with stride "
+            f"{stride} need index {last}, but it has {total} frames (indices 0-{total - 1}); "
+            f"at most {fit} frames fit at this start and stride"
         )
     if target is not None:
         frames = [_resize(f, target, resize) for f in frames]
@@ -213,8 +221,17 @@ def video_fps(path: str | Path) -> float | None:
 # ----------------------------------------------------------------------------- tensors
 
 
+def frames_digest(frames: np.ndarray) -> str:
+    """SHA-256 of decoded ``uint8 (f, h, w, 3)`` frames and their shape."""
+    digest = hashlib.sha256(str(frames.shape).encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    return digest.hexdigest()
+
+
 def video_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """``uint8 (f, h, w, 3)`` -> float32 ``(3, f, h, w)`` in [-1, 1]."""
+    import torch
+
     _check_frames(frames)
     video = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
     return video.permute(3, 0, 1, 2).contiguous()  # (3, f, h, w)
@@ -222,6 +239,8 @@ def video_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def tensor_to_video(video: torch.Tensor) -> np.ndarray:
     """float ``(3, f, h, w)`` or ``(1, 3, f, h, w)`` in [-1, 1] -> ``uint8 (f, h, w, 3)``."""
+    import torch
+
     if video.ndim == 5 and video.shape[0] == 1:
         video = video[0]
     if video.ndim != 4 or video.shape[0] != 3:

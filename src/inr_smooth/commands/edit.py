@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import CLIError, user_errors
 
@@ -37,12 +38,18 @@ Inversion cache:
   safetensors file per video, prompt, model, steps and attention settings): trying other edit
   prompts, guidance scales or GAMMA values on the same video skips the inversion.
 
-Values come from the defaults, then --config PRESET.yaml (keys = EditConfig fields), then the
-flags. The output folder gets <prompt>.mp4, <prompt>.gif, <prompt>-side-by-side.mp4 (source |
-edit), config.yaml and log.json (time and peak memory per stage); it is written in a
-temporary folder and appears only when complete.
+Values come from the defaults (8 frames, 50 DDIM steps, guidance 7.5; the frame size is the
+model's native size: SD 1.x 512, mini 64) or the model folder's recommendations
+(inr_smooth_defaults.json; mini: 20 steps), then --config PRESET.yaml (keys = EditConfig
+fields), then the flags; log.json records where each value came from. The output folder gets
+<prompt>.mp4, <prompt>.gif, <prompt>-side-by-side.mp4 (source | edit), config.yaml and
+log.json (time and peak memory per stage); it is written in a temporary folder and appears
+only when complete (--overwrite replaces an existing one).
 
 examples:
+  inr-smooth edit --model mini --video clip.gif \\
+      --source-prompt "a red circle moving right on a blue background" \\
+      --prompt "a green square moving right on a blue background" --output runs/mini-edit
   inr-smooth edit --config configs/edit/van-gogh-flower.yaml --video sunflower.mp4 \\
       --output runs/sunflower-van-gogh
   inr-smooth edit --video car-turn.mp4 --source-prompt "a jeep car is moving on the road" \\
@@ -74,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--model", help="SD 1.x hub id, local diffusers folder, or 'mini'")
     io.add_argument("--config", help="YAML preset (keys = EditConfig fields)")
     io.add_argument("--output", help="output folder, must not exist or be empty (outputs/edit)")
+    io.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     io.add_argument("--cache-dir", help="inversion cache folder (default: no cache)")
     inr = p.add_argument_group("INR inversion noise")
     inr.add_argument("--inversion-weight", type=float, metavar="GAMMA", help="in [0, 1] (1.0)")
@@ -88,12 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     inr.add_argument("--chain", choices=("adjacent", "anchored"), help="relation chain")
     inr.add_argument("--seed", type=int, help="seed of the Gaussian noise (0)")
     fr = p.add_argument_group("frames and sampling")
-    fr.add_argument("--frames", type=int, help="number of frames, at least 2 (8)")
-    fr.add_argument("--size", type=int, help="frame side in pixels, a multiple of 8 (512)")
+    fr.add_argument("--frames", type=int, help="number of frames, at least 2 (model's, else 8)")
+    fr.add_argument("--size", type=int,
+                    help="frame side in pixels (the model's native size: SD 512, mini 64)")
     fr.add_argument("--start", type=int, help="first frame index (0)")
     fr.add_argument("--stride", type=int, help="take every N-th frame (1)")
-    fr.add_argument("--inference-steps", type=int, help="DDIM steps (50)")
-    fr.add_argument("--guidance-scale", type=float, help="classifier-free guidance (7.5)")
+    fr.add_argument("--inference-steps", type=int, help="DDIM steps (model's, else 50)")
+    fr.add_argument("--guidance-scale", type=float,
+                    help="classifier-free guidance (model's, else 7.5)")  # fmt: skip
     fr.add_argument(
         "--attention", choices=("full", "sparse_causal", "first_frame", "keyframe", "none"),
         help="cross-frame self-attention (full: all frames, FateZero's spatio-temporal)",
@@ -126,6 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     hw = p.add_argument_group("hardware")
     hw.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    hw.add_argument("--skip-memory-check", action="store_true",
+                    help="run even when the up-front estimate says it will not fit")  # fmt: skip
     hw.add_argument(
         "--dtype",
         choices=("auto", "fp16", "bf16", "fp32"),
@@ -135,17 +147,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_edit(args: argparse.Namespace) -> None:
-    from ..config import load_config
-    from ..pipelines.edit import EditConfig, edit
+    from ..config import load_config_with_sources
+    from ..pipelines.edit_config import EditConfig, check_output, prepare_edit
 
     overrides = {key: getattr(args, key) for key in _KEYS}
-    try:
-        config = load_config(EditConfig, args.config, **overrides)
-        missing = [k for k in ("video", "source_prompt", "prompt") if not getattr(config, k)]
-        if missing:
-            flags = ", ".join("--" + k.replace("_", "-") for k in missing)
-            raise CLIError(f"{flags} required (or set them in --config)")
-        result = edit(config)
+    try:  # everything that needs no model is checked before torch is imported
+        config, sources = load_config_with_sources(EditConfig, args.config, **overrides)
+        prepared = prepare_edit(config, sources)
+        check_output(Path(prepared.config.output).expanduser(), overwrite=args.overwrite)
+        from ..pipelines.edit import edit
+
+        result = edit(prepared, overwrite=args.overwrite,
+                      memory_check=not args.skip_memory_check)  # fmt: skip
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     hit = result.log.get("cache", {}).get("hit")

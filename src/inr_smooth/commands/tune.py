@@ -12,19 +12,33 @@ smoothing loss, then generate one video per --edit-prompt from the DDIM-inverted
 
 Smoothing (--smoothing):
   none                plain Tune-A-Video: the diffusion loss only
-  inr                 INR(T): each frame's predicted noise is tied to its neighbours' from both
-                      ends of the video (weights --alpha, --beta); lambda default 2.0
+  inr                 INR(T): each frame's predicted-noise error is tied to its neighbours'
+                      from both ends of the video; lambda default 2.0 (the paper's). With the
+                      default --chain adjacent, both directions compare the same frame pairs,
+                      so --alpha and --beta only rescale lambda (forward-only and
+                      backward-only give the same loss); they differ with --chain anchored or
+                      --detach-anchor
   smoothvideo         SmoothVideo's loss (lambda default 0.2, --lambda-factor 1000)
   smoothvideo-simple  SmoothVideo's simple variant
 
-Values come from the defaults (Tune-A-Video's), then --config PRESET.yaml, then the flags.
-The run folder (--output) gets config.yaml, log.json (losses, time and peak memory per
-stage), weights/ (for `inr-smooth generate`), samples/*.mp4|gif with side-by-sides, and
-checkpoint-N/ folders; Ctrl-C saves a checkpoint, --resume continues from it.
+Values come from Tune-A-Video's defaults (24 frames, 500 steps, lr 3e-5, guidance 12.5, 50
+DDIM steps) or, where the model folder recommends others (inr_smooth_defaults.json; mini:
+8 frames, 60 steps, ...), from the model; the frame size defaults to the model's native size
+(SD 1.x: 512, mini: 64); then --config PRESET.yaml, then the flags. log.json records where
+each value came from.
 
-example:
-  inr-smooth tune --config configs/tune/jeep-snow.yaml --video car-turn.mp4 \\
-      --model stable-diffusion-v1-5/stable-diffusion-v1-5 --output runs/jeep-inr
+The run folder (--output) gets config.yaml (resolved), log.json (losses, time and peak memory
+per stage), weights/ (for `inr-smooth generate`; written the moment tuning ends), samples/
+(mp4, gif and a side-by-side per prompt) and checkpoint-N/ folders. Ctrl-C stops at the next
+step and saves a checkpoint; --resume continues from it (or, after tuning had finished, goes
+straight to generation); settings that would change the tuned weights are refused with
+--resume. A run that fails before a checkpoint exists leaves nothing behind.
+
+examples:
+  inr-smooth tune --model mini --video clip.gif \\
+      --prompt "a red circle moving right on a blue background" \\
+      --edit-prompt "a green square moving right on a blue background" --output runs/mini
+  inr-smooth tune --config configs/tune/jeep-car.yaml --video car-turn.mp4 --output runs/jeep-inr
 """
 
 
@@ -45,7 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--model", help="SD 1.x hub id, local diffusers folder, or 'mini'")
     io.add_argument("--config", help="YAML preset (keys = TuneConfig fields)")
     io.add_argument("--output", help="run folder (default outputs/tune)")
-    io.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    io.add_argument("--resume", action="store_true", help="continue the run in --output")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace another run in --output (it is deleted once the model "
+                    "has loaded)")  # fmt: skip
     sm = p.add_argument_group("smoothing")
     sm.add_argument(
         "--smoothing", choices=("none", "smoothvideo", "smoothvideo-simple", "inr"),
@@ -60,12 +77,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="INR: neighbour term as a constant (one-way gradients)")  # fmt: skip
     sm.add_argument("--lambda-factor", type=float, help="SmoothVideo factor (1000)")
     tr = p.add_argument_group("frames and tuning (defaults: Tune-A-Video's)")
-    tr.add_argument("--frames", type=int, help="number of frames (24; 8 when memory is short)")
-    tr.add_argument("--size", type=int, help="frame side in pixels, a multiple of 8 (512)")
+    tr.add_argument("--frames", type=int,
+                    help="number of frames (model's recommendation, else 24)")  # fmt: skip
+    tr.add_argument("--size", type=int,
+                    help="frame side in pixels (the model's native size: SD 512, mini 64)")
     tr.add_argument("--start", type=int, help="first frame index (0)")
     tr.add_argument("--stride", type=int, help="take every N-th frame (2)")
-    tr.add_argument("--steps", type=int, help="tuning steps (500)")
-    tr.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (3e-5)")
+    tr.add_argument("--resize", choices=("exact", "crop"),
+                    help="exact: squash to the size (Tune-A-Video's); crop: keep the aspect "
+                    "ratio and crop the centre (exact)")  # fmt: skip
+    tr.add_argument("--latent-sampling", choices=("posterior", "mean"),
+                    help="posterior: a new VAE sample of the frames every step "
+                    "(Tune-A-Video's); mean: the posterior mean (posterior)")  # fmt: skip
+    tr.add_argument("--steps", type=int, help="tuning steps (model's, else 500)")
+    tr.add_argument("--lr", dest="learning_rate", type=float,
+                    help="learning rate (model's, else 3e-5)")  # fmt: skip
     tr.add_argument(
         "--attention",
         choices=("sparse_causal", "first_frame", "keyframe", "full", "none"),
@@ -81,29 +107,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (100)")
     tr.add_argument("--validate-every", type=int, help="steps between validation samples (off)")
     tr.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    tr.add_argument("--skip-memory-check", action="store_true",
+                    help="run even when the up-front estimate says it will not fit")  # fmt: skip
     gen = p.add_argument_group("generation")
-    gen.add_argument("--inference-steps", type=int, help="DDIM steps (50)")
-    gen.add_argument("--guidance-scale", type=float, help="classifier-free guidance (12.5)")
+    gen.add_argument("--inference-steps", type=int, help="DDIM steps (model's, else 50)")
+    gen.add_argument("--guidance-scale", type=float,
+                     help="classifier-free guidance (model's, else 12.5)")  # fmt: skip
     gen.add_argument("--seed", type=int, help="seed of noise and timesteps (33)")
     p.set_defaults(handler=_run_tune)
 
 
-def _run_tune(args: argparse.Namespace) -> None:
-    from ..config import load_config
-    from ..pipelines.tune import TuneConfig, tune
+KEYS = (
+    "video", "prompt", "edit_prompts", "model", "output", "smoothing", "smooth_weight", "alpha",
+    "beta", "chain", "detach_anchor", "lambda_factor", "frames", "size", "start", "stride",
+    "resize", "latent_sampling", "steps", "learning_rate", "attention", "mixed_precision",
+    "gradient_checkpointing", "use_8bit_adam", "checkpoint_every", "validate_every", "device",
+    "inference_steps", "guidance_scale", "seed",
+)  # fmt: skip
 
-    keys = [
-        "video", "prompt", "edit_prompts", "model", "output", "smoothing", "smooth_weight",
-        "alpha", "beta", "chain", "detach_anchor", "lambda_factor", "frames", "size", "start",
-        "stride", "steps", "learning_rate", "attention", "mixed_precision",
-        "gradient_checkpointing", "use_8bit_adam", "checkpoint_every", "validate_every",
-        "device", "inference_steps", "guidance_scale", "seed",
-    ]  # fmt: skip
-    try:
-        config = load_config(TuneConfig, args.config, **{k: getattr(args, k) for k in keys})
-        if not config.video or not config.prompt:
-            raise CLIError("--video and --prompt are required (or set them in --config)")
-        result = tune(config, resume=args.resume)
+
+def _run_tune(args: argparse.Namespace) -> None:
+    from ..config import load_config_with_sources
+    from ..pipelines.tune_config import TuneConfig, prepare_tune
+
+    try:  # everything that needs no model is checked before torch is imported
+        config, sources = load_config_with_sources(
+            TuneConfig, args.config, **{k: getattr(args, k) for k in KEYS}
+        )
+        prepared = prepare_tune(config, sources)
+        from ..pipelines.tune import tune
+
+        result = tune(prepared, resume=args.resume, overwrite=args.overwrite,
+                      memory_check=not args.skip_memory_check)  # fmt: skip
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     print(f"tuned weights: {result.weights}")

@@ -47,11 +47,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..model_info import DEFAULTS_FILE
 from ..synthetic import COLORS, SHAPES, Scene, random_scene, render, shape_mask
-from ..tiny import SD_SCHEDULER_CONFIG, write_clip_tokenizer
+from ..tiny import SD_SCHEDULER_CONFIG, write_clip_tokenizer, write_model_index
 
 __all__ = ["MINI_TEXT", "MINI_UNET", "MINI_VAE", "MiniTrainConfig", "main", "train_mini"]
 
+# the settings `tune` and `edit` take on this model unless told otherwise (its native 64 px
+# come from the UNet and VAE configs): the demo's, so that a run takes about a minute on a CPU
+MINI_RECOMMENDED = {
+    "description": "inr-smooth-mini: settings for a CPU run in about a minute",
+    "tune": {"frames": 8, "steps": 60, "learning_rate": 1e-4, "inference_steps": 20,
+             "guidance_scale": 7.5},
+    "edit": {"frames": 8, "inference_steps": 20, "guidance_scale": 7.5},
+}  # fmt: skip
 MINI_VAE = {  # three levels: 64 px frames -> 16 x 16 x 4 latents (vae_scale_factor 4)
     "in_channels": 3,
     "out_channels": 3,
@@ -343,6 +352,8 @@ def _write_folder(tmp: Path, vae, unet, text_encoder, log: dict) -> None:
         log[f"{name}_parameters"] = sum(p.numel() for p in module.parameters())
         copy.deepcopy(module).to(torch.float16).save_pretrained(tmp / name)
     DDIMScheduler(**SD_SCHEDULER_CONFIG).save_pretrained(tmp / "scheduler")
+    write_model_index(tmp)
+    (tmp / DEFAULTS_FILE).write_text(json.dumps(MINI_RECOMMENDED, indent=2) + "\n")
     log["torch"] = torch.__version__
     log["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (tmp / "training.json").write_text(json.dumps(log, indent=1) + "\n")

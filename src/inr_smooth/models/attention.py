@@ -162,6 +162,7 @@ class TemporalAttention(nn.Module):
         bias: bool = False,
         upcast_attention: bool = False,
         generator: torch.Generator | None = None,
+        meta: bool = False,
     ) -> None:
         super().__init__()
         self.context = context
@@ -171,6 +172,8 @@ class TemporalAttention(nn.Module):
                 query_dim=dim, heads=heads, dim_head=dim_head, bias=bias,
                 upcast_attention=upcast_attention, out_bias=True,
             )  # fmt: skip
+        if meta:  # shapes only (memory estimates): no storage, no initialisation
+            return
         self.to_empty(device="cpu")
         with torch.no_grad():
             nn.init.ones_(self.norm.weight)

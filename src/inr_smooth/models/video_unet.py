@@ -252,6 +252,7 @@ def _wrap_blocks(
                 bias=attn1.use_bias,
                 upcast_attention=attn1.upcast_attention,
                 generator=generator,
+                meta=param.device.type == "meta",
             ).to(device=param.device, dtype=param.dtype)
         transformer.transformer_blocks[i] = VideoTransformerBlock(block, temporal)
         self_attentions.append(block.attn1)

@@ -15,6 +15,7 @@ through a temporary name and a rename. :meth:`AttentionStore.open` reads such a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -26,10 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..outputs import remove_stale_files
+
 __all__ = ["STORE_LOCATIONS", "AttentionStore"]
 
 StoreLocation = Literal["device", "disk"]
 STORE_LOCATIONS = ("device", "disk")
+SPILL_PREFIX = ".attention-"  # spill files: .attention-<pid>-<random>.spill
 _PREFIX = "attention/"  # names of store entries inside a saved file; other tensors go as given
 _SAFETENSORS_DTYPES = {torch.float16: "F16", torch.float32: "F32"}
 _NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32}
@@ -49,8 +53,12 @@ class AttentionStore:
         self._file = None  # "file": a safetensors handle
         self.stored_bytes = 0
         self.peak_resident_bytes = 0
+        self._closed = False
         if location == "disk":
-            fd, name = tempfile.mkstemp(prefix=".attention-", suffix=".spill", dir=spill_dir)
+            folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
+            remove_stale_files(folder, SPILL_PREFIX)  # left by runs that were killed
+            fd, name = tempfile.mkstemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", suffix=".spill",
+                                        dir=folder)  # fmt: skip
             self._spill, self._spill_path = os.fdopen(fd, "wb"), Path(name)
 
     # ------------------------------------------------------------------ entries
@@ -74,6 +82,8 @@ class AttentionStore:
 
     def get(self, name: str, *, device=None, dtype: torch.dtype | None = None) -> Tensor:
         """The entry ``name``, moved to ``device`` and cast to ``dtype`` (default: as stored)."""
+        if self._closed:
+            raise RuntimeError("the attention store is closed: its entries were freed")
         if name not in self:
             raise KeyError(
                 f"the attention store has no entry {name!r} (it holds {len(self)} entries); was "
@@ -114,6 +124,7 @@ class AttentionStore:
 
     def close(self) -> None:
         """Free the entries; delete the spill file of a disk store."""
+        self._closed = True
         self._tensors.clear()
         if self._spill is not None:
             self._spill.close()
@@ -124,17 +135,17 @@ class AttentionStore:
         self._file = None
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    def save(self, path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
         """Write the entries and ``tensors`` (float16/float32, e.g. latents) as one safetensors
-        file, entry by entry, atomically. Store entries are saved under ``attention/<name>``."""
+        file, entry by entry, atomically; return its SHA-256. Store entries are saved under
+        ``attention/<name>``."""
         path = Path(path)
         items = [(_PREFIX + name, self._entry_writer(name)) for name in self.names()]
         for name, tensor in tensors.items():
             if name.startswith(_PREFIX):
                 raise ValueError(f"tensor names must not start with {_PREFIX!r}, got {name!r}")
             items.append((name, _tensor_writer(tensor.detach().cpu().contiguous())))
-        _write_safetensors(path, items, metadata)
-        return path
+        return _write_safetensors(path, items, metadata)
 
     @classmethod
     def open(cls, path: str | Path) -> tuple[AttentionStore, dict[str, Tensor], dict[str, str]]:
@@ -175,9 +186,10 @@ def _tensor_writer(tensor: Tensor):
     return _SAFETENSORS_DTYPES[tensor.dtype], tuple(tensor.shape), write
 
 
-def _write_safetensors(path: Path, items: list, metadata: dict[str, str]) -> None:
+def _write_safetensors(path: Path, items: list, metadata: dict[str, str]) -> str:
     """The safetensors layout: little-endian u64 header length, JSON header (names, dtypes,
-    shapes, byte ranges; padded to 8 bytes), then the tensors' bytes back to back."""
+    shapes, byte ranges; padded to 8 bytes), then the tensors' bytes back to back. Returns the
+    SHA-256 of the file."""
     header: dict = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
     offset = 0
     for name, (dtype, shape, _) in items:
@@ -193,7 +205,8 @@ def _write_safetensors(path: Path, items: list, metadata: dict[str, str]) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as handle:
+            f = _HashingWriter(handle)
             f.write(struct.pack("<Q", len(raw)))
             f.write(raw)
             for _, (_, _, write) in items:
@@ -201,3 +214,16 @@ def _write_safetensors(path: Path, items: list, metadata: dict[str, str]) -> Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return f.digest.hexdigest()
+
+
+class _HashingWriter:
+    """A file that also computes the SHA-256 of everything written to it."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.handle.write(data)

@@ -7,31 +7,27 @@ load through diffusers' and transformers' own ``from_pretrained``.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from ..mini import resolve_model
+from ..model_info import ModelLoadError, check_model_folder, describe_model
 from ..models import load_unet2d
 
 __all__ = [
     "ModelLoadError",
     "StableDiffusionParts",
+    "check_model_folder",
     "decode_video",
     "encode_prompts",
     "encode_video",
+    "encode_video_distribution",
     "load_parts",
 ]
-
-SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
-
-
-class ModelLoadError(ValueError):
-    """The model path or hub id does not give a Stable Diffusion model."""
-
 
 @dataclass
 class StableDiffusionParts:
@@ -49,24 +45,24 @@ class StableDiffusionParts:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def _looks_local(model: str) -> bool:
-    return (
-        Path(model).expanduser().exists()
-        or model.startswith((".", "/", "~"))
-        or (model.count("/") != 1)
-    )
+@contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bars of transformers / diffusers while parts load."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-
-def check_model_folder(folder: Path) -> None:
-    """Raise ModelLoadError unless ``folder`` is a diffusers Stable Diffusion folder."""
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder}")
-    missing = [name for name in SUBFOLDERS if not (folder / name).is_dir()]
-    if missing:
-        raise ModelLoadError(
-            f"{folder} is not a diffusers Stable Diffusion folder: missing "
-            f"{', '.join(name + '/' for name in missing)} (expected {', '.join(SUBFOLDERS)})"
-        )
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    verbosity = diffusers_logging.get_verbosity()
+    # diffusers warns on every `.to(device)` of a VAE that "modules should be kept in
+    # float32: []" (an empty list): nothing to act on
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.enable_progress_bar()
+        diffusers_logging.enable_progress_bar()
+        diffusers_logging.set_verbosity(verbosity)
 
 
 def load_parts(
@@ -77,23 +73,26 @@ def load_parts(
 ) -> StableDiffusionParts:
     """Load tokenizer, text encoder, VAE, 2-D UNet and scheduler from a hub id or folder.
 
-    ``"mini"`` names inr-smooth-mini, the small model shipped with the package.
+    ``"mini"`` names inr-smooth-mini, the small model shipped with the package. A hub id whose
+    files are all in the local Hugging Face cache loads from there without touching the
+    network; one that is not fails at once when the hub cannot be reached
+    (:func:`~inr_smooth.model_info.describe_model`).
     """
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    model = resolve_model(model)
-    if _looks_local(model):
-        check_model_folder(Path(model).expanduser())
-        model = str(Path(model).expanduser())
+    source = describe_model(model).source
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(
-            model, subfolder="text_encoder", torch_dtype=dtype
-        )
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
-        unet = load_unet2d(model, torch_dtype=dtype)
-        scheduler = DDIMScheduler.from_pretrained(model, subfolder="scheduler")
+        with _quiet_loading():
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", torch_dtype=dtype
+            )
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+            unet = load_unet2d(source, torch_dtype=dtype)
+            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+        for module in (text_encoder, vae, unet):
+            module.requires_grad_(False).to(device=device).eval()
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -101,23 +100,39 @@ def load_parts(
             "(a hub id needs network access or a filled Hugging Face cache; "
             "or pass a local diffusers folder)"
         ) from None
-    for module in (text_encoder, vae, unet):
-        module.requires_grad_(False).to(device=device).eval()
-    return StableDiffusionParts(tokenizer, text_encoder, vae, unet, scheduler, model)
+    return StableDiffusionParts(tokenizer, text_encoder, vae, unet, scheduler, source)
 
 
 @torch.no_grad()
 def encode_prompts(parts: StableDiffusionParts, prompts: list[str]) -> Tensor:
-    """CLIP text embeddings ``(n, 77, d)`` of the prompts, padded to the tokenizer's length."""
-    ids = parts.tokenizer(
+    """CLIP text embeddings ``(n, 77, d)`` of the prompts, padded to the tokenizer's length.
+
+    A prompt longer than the text encoder reads (77 tokens for CLIP) is cut, with a warning
+    that says what is dropped."""
+    tokenizer = parts.tokenizer
+    for prompt in prompts:
+        warn_if_truncated(tokenizer, prompt)
+    ids = tokenizer(
         list(prompts),
         padding="max_length",
-        max_length=parts.tokenizer.model_max_length,
+        max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids
     device = next(parts.text_encoder.parameters()).device
     return parts.text_encoder(ids.to(device))[0]
+
+
+def warn_if_truncated(tokenizer, prompt: str) -> None:
+    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+    limit = tokenizer.model_max_length
+    if len(ids) > limit:
+        dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
+        warnings.warn(
+            f"the prompt is {len(ids)} tokens, the text encoder reads {limit}: "
+            f"{dropped!r} is ignored (prompt {prompt[:40]!r}...)",
+            stacklevel=3,
+        )
 
 
 @torch.no_grad()
@@ -147,6 +162,32 @@ def encode_video(
     # contiguous: a strided view would make the UNet's results depend on the memory layout,
     # so latents that went through a file (e.g. a cache) would not reproduce bit for bit
     return rearrange(latents, "(b f) c h w -> b c f h w", b=b).contiguous()
+
+
+@torch.no_grad()
+def encode_video_distribution(
+    vae: torch.nn.Module, video: Tensor, *, chunk: int = 8
+) -> tuple[Tensor, Tensor]:
+    """The VAE posterior of ``(b, 3, f, h, w)`` pixels as scaled ``(mean, std)`` latents, each
+    ``(b, 4, f, h/8, w/8)``: a sample is ``mean + std * noise`` (Tune-A-Video draws one per
+    tuning step)."""
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"expected video of shape (b, 3, f, h, w), got {tuple(video.shape)}")
+    b = video.shape[0]
+    param = next(vae.parameters())
+    frames = rearrange(video, "b c f h w -> (b f) c h w").to(param.device, param.dtype)
+    means, stds = [], []
+    for piece in frames.split(chunk):
+        dist = vae.encode(piece).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    scale = vae.config.scaling_factor
+
+    def video_of(parts: list[Tensor]) -> Tensor:
+        latents = torch.cat(parts).float() * scale
+        return rearrange(latents, "(b f) c h w -> b c f h w", b=b).contiguous()
+
+    return video_of(means), video_of(stds)
 
 
 @torch.no_grad()

@@ -19,12 +19,10 @@ FateZero's recipe, with INR(TF) (spec §4) as a switch. :class:`EditPipeline` ru
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -32,8 +30,10 @@ import yaml
 from torch import Tensor
 
 from ..config import config_to_dict
-from ..inversion import ApplyAt, DDIMSchedule, NoiseSource, ddim_invert, ddim_sample
+from ..inversion import DDIMSchedule, ddim_invert, ddim_sample
+from ..model_info import describe_model
 from ..models import VideoUNet, inflate_unet
+from ..outputs import atomic_folder
 from ..relations import inr_inversion_noise
 from ..runlog import RunLog
 from ..video_io import read_video, tensor_to_video, video_to_tensor
@@ -48,6 +48,14 @@ from .attention_fusion import (
 )
 from .attention_store import AttentionStore
 from .components import decode_video, encode_prompts, encode_video, load_parts
+from .edit_config import (
+    EDIT_DEFAULTS,
+    EditConfig,
+    PreparedEdit,
+    check_output,
+    prepare_edit,
+    usable_cache_dir,
+)
 from .guidance import guided_noise_fn
 from .inversion_cache import (
     InvertedVideo,
@@ -59,84 +67,13 @@ from .inversion_cache import (
     save_inversion,
 )
 from .sampling import write_samples
-from .tune import DEFAULT_MODEL, resolve_device
+from .settings import resolve_model_fields
+from .tune import resolve_device
 
 __all__ = ["EditConfig", "EditPipeline", "EditResult", "edit", "inr_start_latents"]
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CPU_STORE_BUDGET = 512 * 2**20  # "auto": keep the store in RAM up to this size on a CPU
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    """Everything an edit needs; YAML presets in ``configs/edit/`` use these keys."""
-
-    video: str = ""  # source video file or folder of frames
-    source_prompt: str = ""  # caption of the source video: the inversion prompt
-    prompt: str = ""  # the edit prompt
-    model: str = DEFAULT_MODEL  # SD 1.x hub id, local diffusers folder, or "mini"
-    output: str = "outputs/edit"  # run folder; must not exist or be empty
-    # INR(TF) inversion noise (spec §4)
-    inversion_weight: float = 1.0  # gamma; 0 = plain DDIM inversion (paper: 1.0 with FateZero)
-    apply_at: ApplyAt = "final_step"  # final_step | every_step
-    noise_source: NoiseSource = "gaussian"  # gaussian | implied
-    alpha: float = 0.5  # weight of the last -> first chain
-    beta: float = 0.5  # weight of the first -> last chain
-    chain: Literal["adjacent", "anchored"] = "adjacent"
-    # frames
-    frames: int = 8
-    size: int = 512  # frame side in pixels
-    start: int = 0
-    stride: int = 1
-    # sampling
-    inference_steps: int = 50  # DDIM steps of inversion and of sampling
-    guidance_scale: float = 7.5
-    attention: Literal["full", "sparse_causal", "first_frame", "keyframe", "none"] = "full"
-    # attention fusion (FateZero)
-    self_replace: float = 0.5  # fraction of sampling steps that use the source's self-attention
-    blend_words: tuple[str, ...] = ()  # source-prompt words whose region follows the edit
-    blend_threshold: float = 0.3  # mask = scaled cross-attention of the words >= this
-    fusion_min_downsample: int = 2  # fuse layers at least this many times smaller than the latent
-    attention_store: Literal["auto", "device", "disk"] = "auto"  # where stored attention lives
-    cache_dir: str | None = None  # inversion cache folder; None: no cache
-    # run
-    seed: int = 0  # seed of the Gaussian random noise rho of INR(TF)
-    fps: float = 8.0
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-
-    def __post_init__(self) -> None:
-        checks = (
-            (self.frames >= 2, f"frames must be at least 2 (INR relates neighbouring frames), "
-                               f"got {self.frames}"),
-            (self.size > 0 and self.size % 8 == 0,
-             f"size must be a positive multiple of 8 pixels, got {self.size}"),
-            (self.start >= 0 and self.stride >= 1,
-             f"expected start >= 0 and stride >= 1, got start={self.start}, stride={self.stride}"),
-            (self.inference_steps >= 1,
-             f"inference_steps must be at least 1, got {self.inference_steps}"),
-            (0.0 <= self.inversion_weight <= 1.0,
-             f"inversion_weight (gamma) must be in [0, 1], got {self.inversion_weight}"),
-            (0.0 <= self.self_replace <= 1.0,
-             f"self_replace must be a fraction in [0, 1], got {self.self_replace}"),
-            (self.guidance_scale >= 1.0,
-             f"guidance_scale must be >= 1 (1: no guidance), got {self.guidance_scale}"),
-            (0.0 < self.blend_threshold <= 1.0,
-             f"blend_threshold must be in (0, 1], got {self.blend_threshold}"),
-            (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0,
-             f"expected alpha, beta >= 0 with a positive sum, got {self.alpha}, {self.beta}"),
-            (self.fusion_min_downsample >= 1,
-             f"fusion_min_downsample must be >= 1, got {self.fusion_min_downsample}"),
-            (self.fps > 0, f"fps must be positive, got {self.fps}"),
-        )  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        for word in self.blend_words if self.source_prompt else ():
-            if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", self.source_prompt, re.I):
-                raise ValueError(
-                    f"blend word {word!r} is not in the source prompt {self.source_prompt!r}"
-                )
 
 
 @dataclass
@@ -168,11 +105,6 @@ def read_source(config: EditConfig) -> np.ndarray:
     )
 
 
-def check_output(output: Path) -> None:
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"output folder {output} exists and is not empty: choose another")
-
-
 def inr_start_latents(
     inverted: InvertedVideo, schedule: DDIMSchedule, config: EditConfig
 ) -> Tensor:
@@ -199,11 +131,17 @@ def inr_start_latents(
 class EditPipeline:
     """Inversion-based editing of one video; ``__call__`` runs the numbered steps."""
 
-    def __init__(self, parts, video_unet, config: EditConfig, *, log=None, progress=True):
+    def __init__(self, parts, video_unet, config: EditConfig, *, log=None, progress=True,
+                 overwrite: bool = False):  # fmt: skip
+        if any(getattr(config, k) is None for k in EDIT_DEFAULTS):  # as prepare_edit does
+            info = describe_model(parts.source)
+            config = resolve_model_fields(config, info, "edit", EDIT_DEFAULTS)[0]
         self.parts = parts
         self.video_unet = video_unet
         self.config = config
         self.progress = progress
+        self.overwrite = overwrite
+        self.cache_dir = usable_cache_dir(config.cache_dir)
         self.device = next(video_unet.parameters()).device
         self.schedule = DDIMSchedule.from_scheduler(parts.scheduler, config.inference_steps)
         self.log = log or RunLog(self.device)
@@ -212,17 +150,21 @@ class EditPipeline:
         self.plan = self._plan()
 
     @classmethod
-    def from_config(cls, config: EditConfig, *, progress: bool = True) -> EditPipeline:
+    def from_config(cls, config: EditConfig | PreparedEdit, *, progress: bool = True,
+                    overwrite: bool = False) -> EditPipeline:  # fmt: skip
         """Load the model and inflate its UNet (cross-frame attention, no temporal layers)."""
+        prepared = config if isinstance(config, PreparedEdit) else prepare_edit(config)
+        config = prepared.config
         device = resolve_device(config.device)
         log = RunLog(device)
+        log.info["config_sources"] = prepared.sources
         with log.stage("load"):
             dtype = resolve_dtype(config.dtype, device)
-            parts = load_parts(config.model, device=device, dtype=dtype)
+            parts = load_parts(prepared.model.source, device=device, dtype=dtype)
             video_unet = inflate_unet(
                 parts.unet, attention=config.attention, temporal_attention=False
             )
-        return cls(parts, video_unet, config, log=log, progress=progress)
+        return cls(parts, video_unet, config, log=log, progress=progress, overwrite=overwrite)
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray | None = None) -> EditResult:
@@ -281,11 +223,13 @@ class EditPipeline:
         return InvertedVideo(z[0], z[-2], trajectory.noise_preds[-1], z[-1], store)
 
     def invert_cached(self, latents: Tensor, frames: np.ndarray) -> tuple[InvertedVideo, bool]:
-        """:meth:`invert`, through the inversion cache when ``cache_dir`` is set."""
-        if not self.config.cache_dir:
+        """:meth:`invert`, through the inversion cache when ``cache_dir`` is set. A corrupt or
+        foreign cache file is recomputed, and a cache that cannot be written only warned
+        about: the cache never makes an edit fail."""
+        if not self.cache_dir:
             return self.invert(latents), False
         material = self.cache_material(frames)
-        path = cache_path(self.config.cache_dir, cache_key(material))
+        path = cache_path(self.cache_dir, cache_key(material))
         cached = load_inversion(path, material, self.device)
         self.log.info["cache"] = {"path": str(path), "hit": cached is not None}
         if cached is not None:
@@ -293,6 +237,10 @@ class EditPipeline:
         inverted = self.invert(latents)
         try:
             save_inversion(path, inverted, material)
+        except (OSError, ValueError) as exc:  # disk full, read-only, SafetensorError...
+            warnings.warn(f"could not write the inversion cache {path} ({exc}): the edit goes "
+                          "on without it", stacklevel=2)  # fmt: skip
+            self.log.info["cache"]["saved"] = False
         except BaseException:
             if inverted.store is not None:
                 inverted.store.close()
@@ -312,12 +260,10 @@ class EditPipeline:
             return ddim_sample(start, noise_fn, self.schedule, progress=self.progress)
 
     def write(self, frames: np.ndarray, video: np.ndarray) -> tuple[Path, list[Path]]:
-        """Write the outputs into a temporary folder, then rename it to ``output``."""
-        output = Path(self.config.output)
-        check_output(output)
-        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        """Write the outputs into a temporary folder that becomes ``output`` when complete."""
+        output = Path(self.config.output).expanduser()
+        check_output(output, overwrite=self.overwrite)
+        with atomic_folder(output, overwrite=self.overwrite) as tmp:
             with self.log.stage("write"):
                 files = write_samples(
                     tmp, [self.config.prompt], [video], source=frames, fps=self.config.fps
@@ -326,11 +272,6 @@ class EditPipeline:
                     yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
                 )
             self.log.write(tmp / "log.json")
-            if output.exists():
-                output.rmdir()  # empty, as checked
-            os.replace(tmp, output)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return output, [output / path.name for path in files]
 
     # ------------------------------------------------------------------ helpers
@@ -404,18 +345,36 @@ class EditPipeline:
                 budget = CPU_STORE_BUDGET
             location = "device" if need <= budget else "disk"
         self.log.info["attention_store_estimate_mb"] = round(need / 2**20, 3)
-        spill_dir = None
-        if self.config.cache_dir:
-            spill_dir = Path(self.config.cache_dir).expanduser()
+        spill_dir = Path(self.cache_dir or tempfile.gettempdir()).expanduser()
+        if location == "disk":
             spill_dir.mkdir(parents=True, exist_ok=True)
         return AttentionStore(location, spill_dir=spill_dir)
 
 
-def edit(config: EditConfig, *, progress: bool = True) -> EditResult:
-    """Edit ``config.video`` as ``config.prompt`` says; see the module docstring."""
-    missing = [k for k in ("video", "source_prompt", "prompt") if not getattr(config, k)]
-    if missing:
-        raise ValueError(f"expected {', '.join(missing)} to be set")
-    check_output(Path(config.output))
+def edit(config: EditConfig | PreparedEdit, *, overwrite: bool = False, memory_check: bool = True,
+         progress: bool = True) -> EditResult:  # fmt: skip
+    """Edit ``config.video`` as ``config.prompt`` says; see the module docstring.
+
+    Settings, the output folder (empty, or replaced with ``overwrite``), the video and the
+    memory the run needs are checked before the model loads."""
+    prepared = config if isinstance(config, PreparedEdit) else prepare_edit(config)
+    config = prepared.config
+    check_output(Path(config.output).expanduser(), overwrite=overwrite)
     frames = read_source(config)  # bad video input fails before the model loads
-    return EditPipeline.from_config(config, progress=progress)(frames)
+    if memory_check:
+        check_edit_memory(prepared)
+    return EditPipeline.from_config(prepared, progress=progress, overwrite=overwrite)(frames)
+
+
+def check_edit_memory(prepared: PreparedEdit) -> None:
+    """Refuse (one line) an edit whose estimated peak exceeds the free memory."""
+    from .memory import check_fits, estimate_run, meta_parts
+
+    c, info = prepared.config, prepared.model
+    parts = meta_parts(info)
+    video_unet = inflate_unet(parts.unet, attention=c.attention, temporal_attention=False)
+
+    def estimate(frames: int, size: int):
+        return estimate_run(parts, video_unet, frames=frames, size=size, batch=2, training=False)
+
+    check_fits(estimate, c.frames, c.size, info.size_multiple, resolve_device(c.device))

@@ -7,6 +7,7 @@ and decode with the VAE. Used by ``tune`` (final and validation samples) and ``g
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +20,37 @@ from ..inversion import DDIMSchedule, ddim_invert, ddim_sample
 from .components import StableDiffusionParts, decode_video, encode_prompts
 from .guidance import guided_noise_fn
 
-__all__ = ["invert_source", "sample_videos", "slug", "write_samples"]
+__all__ = [
+    "invert_source",
+    "sample_files",
+    "sample_names",
+    "sample_videos",
+    "slug",
+    "write_samples",
+]
 
 
 def slug(prompt: str, max_len: int = 60) -> str:
-    """File-name-safe short form: ``"a jeep car, Van Gogh"`` -> ``a-jeep-car-van-gogh``."""
+    """File-name-safe short form: ``"a jeep car, Van Gogh"`` -> ``a-jeep-car-van-gogh``; a
+    prompt with no Latin letters or digits becomes ``prompt-<hash>``."""
     text = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
-    return text[:max_len].rstrip("-") or "empty-prompt"
+    if not text:
+        return "prompt-" + hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    return text[:max_len].rstrip("-")
+
+
+def sample_names(prompts: Sequence[str]) -> list[str]:
+    """One distinct file name per prompt: :func:`slug`, and where two prompts share a slug
+    ("a green square" and "A green square!") the later ones get a hash of their text."""
+    names: list[str] = []
+    for prompt in prompts:
+        name = slug(prompt)
+        if name in names:
+            name = f"{name}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+        if name in names:
+            raise ValueError(f"the prompt {prompt!r} is given twice")
+        names.append(name)
+    return names
 
 
 @torch.no_grad()
@@ -71,6 +96,12 @@ def sample_videos(
     return videos
 
 
+def sample_files(folder: Path, name: str, *, source: bool) -> list[Path]:
+    """The files :func:`write_samples` writes for one prompt named ``name``."""
+    files = [folder / f"{name}.mp4", folder / f"{name}.gif"]
+    return files + ([folder / f"{name}-side-by-side.mp4"] if source else [])
+
+
 def write_samples(
     folder: Path,
     prompts: Sequence[str],
@@ -78,22 +109,19 @@ def write_samples(
     *,
     source: np.ndarray | None,
     fps: float,
+    names: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Write ``<slug>.mp4`` and ``.gif`` per video, and a side-by-side with the source."""
+    """Write ``<name>.mp4`` and ``.gif`` per video, and a side-by-side with the source; names
+    default to :func:`sample_names` of the prompts."""
     from ..video_io import write_side_by_side, write_video
 
+    names = sample_names(prompts) if names is None else names
     written = []
-    for prompt, video in zip(prompts, videos, strict=True):
-        name = slug(prompt)
-        for suffix in (".mp4", ".gif"):
-            written.append(write_video(folder / f"{name}{suffix}", video, fps=fps))
-        if source is not None:
+    for prompt, video, name in zip(prompts, videos, names, strict=True):
+        mp4, gif, *side = sample_files(folder, name, source=source is not None)
+        written += [write_video(mp4, video, fps=fps), write_video(gif, video, fps=fps)]
+        if side:
             written.append(
-                write_side_by_side(
-                    folder / f"{name}-side-by-side.mp4",
-                    [source, video],
-                    ["source", prompt],
-                    fps=fps,
-                )
+                write_side_by_side(side[0], [source, video], ["source", prompt], fps=fps)
             )
     return written

@@ -1,17 +1,12 @@
 """The tuning loop: accelerate, checkpoints of the trainable weights only, resume, Ctrl-C.
 
-A checkpoint ``checkpoint-N/`` holds ``trainable.safetensors`` (the trained tensors only,
-not the frozen base model), the optimizer and learning-rate scheduler state written by
-accelerate, and ``trainer_state.json`` (step, RNG state). It is written to a temporary folder
-and renamed, so an interruption never leaves a half-written checkpoint. Resuming restores
-all of it, so that a resumed run matches an uninterrupted one.
+Checkpoints (:mod:`.checkpoints`) hold the trained tensors, the optimizer and schedule state
+and the loop's RNG state, as safetensors and JSON (no pickles), and appear atomically.
+Resuming restores all of it, so that a resumed run matches an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -21,10 +16,17 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 from tqdm.auto import tqdm
 
+from .checkpoints import (
+    Checkpoint,
+    find_checkpoint,
+    latest_checkpoint,
+    prune,
+    restore,
+    save_checkpoint,
+    trainable_state_dict,
+)
 from .training import StepOutput
 
 __all__ = [
@@ -34,8 +36,6 @@ __all__ = [
     "run_tuning_loop",
     "trainable_state_dict",
 ]
-
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 @dataclass(frozen=True)
@@ -65,25 +65,6 @@ def cast_frozen_(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return model
 
 
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
-    """The parameters that require gradients, detached and contiguous, on the CPU."""
-    return {
-        name: p.detach().to("cpu").contiguous()
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint folder with the highest step in ``output_dir``, if any."""
-    found = []
-    for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
-        suffix = path.name[len(CHECKPOINT_PREFIX) :]
-        if path.is_dir() and suffix.isdigit():
-            found.append((int(suffix), path))
-    return max(found)[1] if found else None
-
-
 def _make_optimizer(params, settings: LoopSettings):
     kwargs = {
         "lr": settings.learning_rate,
@@ -98,61 +79,6 @@ def _make_optimizer(params, settings: LoopSettings):
             raise ValueError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from None
         return bnb.optim.AdamW8bit(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
-
-
-class _Checkpointer:
-    """accelerate hooks that save/load only the trainable tensors, plus our own state."""
-
-    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, generator):
-        self.accelerator = accelerator
-        self.model = model
-        self.generator = generator
-        self.step = 0
-        accelerator.register_save_state_pre_hook(self._save_hook)
-        accelerator.register_load_state_pre_hook(self._load_hook)
-
-    def _save_hook(self, models, weights, output_dir):
-        save_file(
-            trainable_state_dict(self.accelerator.unwrap_model(self.model)),
-            os.path.join(output_dir, "trainable.safetensors"),
-        )
-        state = {"step": self.step, "rng": self.generator.get_state().tolist()}
-        Path(output_dir, "trainer_state.json").write_text(json.dumps(state))
-        weights.clear()  # accelerate must not write the frozen base model
-
-    def _load_hook(self, models, input_dir):
-        tensors = load_file(os.path.join(input_dir, "trainable.safetensors"))
-        model = self.accelerator.unwrap_model(self.model)
-        params = dict(model.named_parameters())
-        unexpected = sorted(set(tensors) - set(params))
-        if unexpected:
-            raise ValueError(f"checkpoint {input_dir} holds unknown tensors: {unexpected[:5]}")
-        with torch.no_grad():
-            for name, value in tensors.items():
-                params[name].copy_(value)
-        state = json.loads(Path(input_dir, "trainer_state.json").read_text())
-        self.step = int(state["step"])
-        self.generator.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
-        models.clear()  # loaded above; accelerate must not look for full model weights
-
-    def save(self, output_dir: Path, keep: int) -> Path:
-        final = Path(output_dir) / f"{CHECKPOINT_PREFIX}{self.step}"
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.save_state(str(tmp))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        older = sorted(
-            (
-                p
-                for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
-                if p != final and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
-            ),
-            key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
-        )
-        for stale in older[: max(len(older) - (keep - 1), 0)]:
-            shutil.rmtree(stale, ignore_errors=True)
-        return final
 
 
 class _StopFlag:
@@ -172,6 +98,8 @@ def _sigint_at_step_boundary() -> Iterator[_StopFlag]:
     def handler(signum, frame):
         flag.requested = True
         signal.signal(signal.SIGINT, previous)
+        tqdm.write("stopping after this step to save a checkpoint (Ctrl-C again to stop now, "
+                   "without one)")  # fmt: skip
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -191,46 +119,54 @@ def run_tuning_loop(
     output_dir: Path,
     *,
     accelerator: Accelerator | None = None,
-    resume: bool = False,
+    resume: bool | Checkpoint = False,
     on_step: Callable[[int, StepOutput], None] | None = None,
     validate_every: int = 0,
     validate: Callback | None = None,
+    checkpoint_extra: Callable[[], dict] | None = None,
     progress: bool = True,
 ) -> torch.nn.Module:
     """Optimise ``model``'s trainable parameters with ``step_fn`` for ``settings.steps`` steps.
 
     ``step_fn(model, generator)`` returns a :class:`StepOutput`; the generator is the loop's
-    only source of randomness and is saved in checkpoints. On Ctrl-C a checkpoint of the
-    completed steps is written and ``KeyboardInterrupt`` is re-raised.
+    only source of randomness and is saved in checkpoints. ``resume`` is True (the newest
+    complete checkpoint in ``output_dir``) or a :class:`~.checkpoints.Checkpoint`;
+    ``checkpoint_extra()`` returns what each checkpoint stores besides the loop's own state.
+    On Ctrl-C the loop stops at the next step boundary, writes a checkpoint of the completed
+    steps and re-raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, without one).
 
     Returns the unwrapped model.
     """
     accelerator = accelerator or Accelerator()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (check the trainable patterns)")
+    checkpoint = find_checkpoint(output_dir) if resume is True else resume or None
+    if resume is True and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-N folder in {output_dir}")
     optimizer = _make_optimizer(params, settings)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     generator = torch.Generator(accelerator.device).manual_seed(settings.seed)
-    checkpointer = _Checkpointer(accelerator, model, generator)
-    if resume:
-        found = latest_checkpoint(output_dir)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT_PREFIX}N folder in {output_dir}")
-        accelerator.load_state(str(found))
+    state = {"generator": generator, "lr_scheduler": lr_scheduler, "scaler": accelerator.scaler}
+    step = 0
+    if checkpoint is not None:
+        step = restore(checkpoint, accelerator.unwrap_model(model), optimizer, **state)
+
+    def save() -> Path:
+        extra = checkpoint_extra() if checkpoint_extra is not None else {}
+        path = save_checkpoint(output_dir, step, accelerator.unwrap_model(model), optimizer,
+                               extra=extra, **state)  # fmt: skip
+        prune(output_dir, settings.keep_checkpoints, path)
+        return path
+
     model.train()
-    bar = tqdm(
-        total=settings.steps,
-        initial=checkpointer.step,
-        desc="tuning",
-        disable=not progress or not accelerator.is_local_main_process,
-    )
+    bar = tqdm(total=settings.steps, initial=step, desc="tuning",
+               disable=not progress or not accelerator.is_local_main_process)  # fmt: skip
     try:
         with _sigint_at_step_boundary() as stop:
-            while checkpointer.step < settings.steps:
+            while step < settings.steps:
                 out = step_fn(model, generator)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and settings.max_grad_norm > 0:
@@ -238,8 +174,7 @@ def run_tuning_loop(
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                checkpointer.step += 1
-                step = checkpointer.step
+                step += 1
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{float(out.loss.detach()):.4f}",
@@ -249,19 +184,16 @@ def run_tuning_loop(
                 if on_step is not None:
                     on_step(step, out)
                 if stop.requested:
+                    path = save()
+                    tqdm.write(f"interrupted: saved {path}; continue with --resume")
                     raise KeyboardInterrupt
                 if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-                    checkpointer.save(output_dir, settings.keep_checkpoints)
+                    save()
                 if validate is not None and validate_every and step % validate_every == 0:
                     model.eval()
                     validate(step, accelerator.unwrap_model(model))
                     model.train()
-    except KeyboardInterrupt:
+    finally:
         bar.close()
-        if checkpointer.step > 0:
-            path = checkpointer.save(output_dir, settings.keep_checkpoints)
-            tqdm.write(f"interrupted: saved {path}; continue with --resume")
-        raise
-    bar.close()
     model.eval()
     return accelerator.unwrap_model(model)

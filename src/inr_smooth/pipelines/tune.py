@@ -3,109 +3,43 @@
 ``tune(TuneConfig(...))`` reads the source video, inflates the Stable Diffusion UNet into a
 video UNet, tunes its query projections and temporal attention on the video with
 :func:`~inr_smooth.pipelines.training.training_step` (smoothing ``none | smoothvideo |
-smoothvideo-simple | inr``), saves the tuned weights, and generates one video per edit prompt
-from the DDIM-inverted source latent. The run folder holds:
+smoothvideo-simple | inr``), saves the tuned weights the moment tuning ends, DDIM-inverts the
+source with the tuned model and generates one video per edit prompt from it. The run folder
+(:mod:`.tune_run`) holds:
 
 * ``config.yaml`` -- the resolved config; ``log.json`` -- losses per step, time and peak memory
-  per stage, versions;
+  per stage, where each setting came from, versions;
 * ``weights/`` -- the tuned tensors (:func:`~inr_smooth.models.save_video_unet_weights`),
-  ``tune.json`` (base model, sizes, prompts) and ``inverted_latents.safetensors``, which
-  ``inr-smooth generate`` reads;
+  ``tune.json`` (base model, sizes, prompts, the resolved config) and, once the inversion is
+  done, ``inverted_latents.safetensors``; ``inr-smooth generate`` reads this folder;
 * ``samples/`` -- ``<prompt>.mp4``, ``.gif`` and ``<prompt>-side-by-side.mp4`` with the source;
   ``validation/step-N/`` when ``validate_every`` is set; ``checkpoint-N/`` while tuning.
+
+Everything that can be checked without the model (settings, the video, the run folder, a resume
+against the checkpoint's settings, the memory the run needs) is checked before it loads.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-import yaml
-from safetensors.torch import save_file
 
 from ..config import config_to_dict
-from ..models import DEFAULT_TRAINABLE, inflate_unet, save_video_unet_weights, set_trainable
-from ..runlog import RunLog, write_json_atomic
-from .components import encode_prompts, encode_video, load_parts
-from .sampling import invert_source, sample_videos, write_samples
-from .trainer import LoopSettings, cast_frozen_, latest_checkpoint, run_tuning_loop
-from .training import DEFAULT_SMOOTH_WEIGHT, SMOOTHING_MODES, Smoothing, training_step
+from ..outputs import write_errors, write_json_atomic, write_text_atomic
+from .tune_config import DEFAULT_MODEL, PreparedTune, TuneConfig, prepare_tune
+from .tune_run import INVERTED_LATENTS, TUNE_RECORD, RunFolder
 
-__all__ = ["DEFAULT_MODEL", "TuneConfig", "TuneResult", "resolve_device", "tune"]
-
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-TUNE_RECORD = "tune.json"
-INVERTED_LATENTS = "inverted_latents.safetensors"
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """Everything a tuning run needs; YAML presets in ``configs/tune/`` use these keys."""
-
-    video: str = ""  # source video file or folder of frames
-    prompt: str = ""  # caption of the source video
-    edit_prompts: tuple[str, ...] = ()  # one generated video each after tuning
-    model: str = DEFAULT_MODEL  # SD 1.x hub id, local diffusers folder, or "mini"
-    output: str = "outputs/tune"  # run folder
-    # smoothing (spec §2, §3)
-    smoothing: Smoothing = "inr"
-    smooth_weight: float | None = None  # lambda; None: 2.0 for inr, 0.2 for smoothvideo
-    alpha: float = 0.5  # INR weight of the last-to-first relation
-    beta: float = 0.5  # INR weight of the first-to-last relation
-    chain: Literal["adjacent", "anchored"] = "adjacent"
-    detach_anchor: bool = False
-    lambda_factor: float = 1000.0  # SmoothVideo's factor
-    # frames (Tune-A-Video: n_sample_frames 24, sample_start_idx 0, sample_frame_rate 2)
-    frames: int = 24
-    size: int = 512
-    start: int = 0
-    stride: int = 2
-    # tuning
-    steps: int = 500
-    learning_rate: float = 3e-5
-    trainable: tuple[str, ...] = DEFAULT_TRAINABLE
-    attention: Literal["sparse_causal", "first_frame", "keyframe", "full", "none"] = "sparse_causal"
-    group_norm: Literal["per_frame", "video"] = "video"  # Tune-A-Video pools over frames
-    gradient_checkpointing: bool = True
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPU
-    use_8bit_adam: bool = False
-    checkpoint_every: int = 100  # steps; 0: only on Ctrl-C
-    validate_every: int = 0  # steps; 0: no validation samples
-    # generation
-    guidance_scale: float = 12.5
-    inference_steps: int = 50
-    fps: float = 8.0
-    seed: int = 33
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-
-    def __post_init__(self) -> None:
-        if self.smoothing not in SMOOTHING_MODES:
-            raise ValueError(f"smoothing must be one of {SMOOTHING_MODES}, got {self.smoothing!r}")
-        checks = (
-            (self.frames >= 2, f"frames must be at least 2, got {self.frames}"),
-            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.stride >= 1 and self.start >= 0, "stride must be >= 1 and start >= 0"),
-            (self.inference_steps >= 1, "inference_steps must be at least 1"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (self.smooth_weight is None or self.smooth_weight >= 0, "smooth_weight must be >= 0"),
-            (self.checkpoint_every >= 0 and self.validate_every >= 0, "intervals must be >= 0"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def weight(self) -> float:
-        """The smoothing weight actually used."""
-        return (
-            DEFAULT_SMOOTH_WEIGHT[self.smoothing]
-            if self.smooth_weight is None
-            else self.smooth_weight
-        )
+__all__ = [
+    "DEFAULT_MODEL",
+    "INVERTED_LATENTS",
+    "TUNE_RECORD",
+    "TuneConfig",
+    "TuneResult",
+    "resolve_device",
+    "tune",
+]
 
 
 @dataclass
@@ -119,7 +53,10 @@ class TuneResult:
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA GPU")
     return device
@@ -135,170 +72,84 @@ def _mixed_precision(config: TuneConfig, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def _check_output(output: Path, resume: bool) -> None:
-    if resume:
-        if latest_checkpoint(output) is None:
-            raise FileNotFoundError(f"--resume: no checkpoint-N folder in {output}")
-        return
-    if output.exists() and any(output.iterdir()):
-        hint = " (it holds a checkpoint: add --resume)" if latest_checkpoint(output) else ""
-        raise FileExistsError(f"output folder {output} exists and is not empty{hint}")
+def read_source(config: TuneConfig):
+    from ..video_io import read_video
+
+    return read_video(config.video, num_frames=config.frames, start=config.start,
+                      stride=config.stride, size=config.size, resize=config.resize)  # fmt: skip
 
 
-def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> TuneResult:
-    """Run one-shot tuning and generation; see the module docstring for the outputs."""
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler
+def tune(
+    config: TuneConfig | PreparedTune,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    memory_check: bool = True,
+    progress: bool = True,
+) -> TuneResult:
+    """Run one-shot tuning and generation; see the module docstring for the outputs.
 
-    from ..video_io import read_video, video_to_tensor
+    ``resume`` continues the run in ``config.output`` (from its newest complete checkpoint, or
+    straight to generation when tuning had finished); ``overwrite`` replaces another run there;
+    ``memory_check=False`` skips the up-front memory estimate.
+    """
+    from ..video_io import frames_digest
+    from .tune_steps import TuneSession
 
-    output = Path(config.output)
-    _check_output(output, resume)
-    device = resolve_device(config.device)
-    accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config, device), cpu=device.type == "cpu"
-    )
-    device = accelerator.device
-    log = RunLog(device)
-    log.info["config"] = config_to_dict(config)
+    prepared = config if isinstance(config, PreparedTune) else prepare_tune(config)
+    config = prepared.config
+    # 1. the run folder, the source frames and a resume's settings: before any model loads
+    run = RunFolder.open(config.output, resume=resume, overwrite=overwrite)
+    frames = read_source(config)
+    digest = frames_digest(frames)
+    run.check_resume(config, digest)
+    session = TuneSession(prepared, run, frames, digest, progress=progress)
+    if memory_check:
+        session.check_memory()
+    # 2. from here on a failure leaves a resumable folder or nothing
+    try:
+        return _run(session)
+    except BaseException:
+        run.abandon()
+        raise
 
-    # 1. the source frames, the model, prompts and latents
+
+def _run(session) -> TuneResult:
+    config, run, log = session.config, session.run, session.log
+    # 2. the model, prompts and latents
     with log.stage("load"):
-        frames = read_video(
-            config.video,
-            num_frames=config.frames,
-            start=config.start,
-            stride=config.stride,
-            size=config.size,
-        )
-        parts = load_parts(config.model, device=device)
-        prompt_embeds = encode_prompts(parts, [config.prompt])
-        latents = encode_video(parts.vae, video_to_tensor(frames)[None].to(device))
-    output.mkdir(parents=True, exist_ok=True)
-    _write_config(output / "config.yaml", config)
-
-    # 2. the video UNet and what it tunes
-    video_unet = inflate_unet(parts.unet, attention=config.attention, group_norm=config.group_norm)
-    set_trainable(video_unet, config.trainable)
-    if accelerator.mixed_precision in ("bf16", "fp16"):  # frozen weights: half the memory
-        cast_frozen_(
-            video_unet, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
-        )
-    if config.gradient_checkpointing:
-        video_unet.enable_gradient_checkpointing()
-    noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
-
-    # 3. tuning
-    def step_fn(model, generator):
-        return training_step(
-            model,
-            latents,
-            prompt_embeds,
-            noise_scheduler,
-            smoothing=config.smoothing,
-            smooth_weight=config.weight,
-            alpha=config.alpha,
-            beta=config.beta,
-            chain=config.chain,
-            detach_anchor=config.detach_anchor,
-            lambda_factor=config.lambda_factor,
-            generator=generator,
-        )
-
-    def on_step(step, out):
-        log.append(
-            "loss",
-            [step, float(out.loss.detach()), float(out.diffusion_loss), float(out.smoothing_loss)],
-        )
-
-    def validate(step, model):
-        prompts = (config.edit_prompts or (config.prompt,))[:1]
-        start = invert_source(
-            model, parts, latents, num_inference_steps=config.inference_steps, progress=False
-        )
-        videos = sample_videos(
-            model, parts, start, prompts, guidance_scale=config.guidance_scale,
-            num_inference_steps=config.inference_steps, progress=False,
-        )  # fmt: skip
-        folder = output / "validation" / f"step-{step}"
-        write_samples(folder, prompts, videos, source=None, fps=config.fps)
-
-    settings = LoopSettings(
-        steps=config.steps,
-        learning_rate=config.learning_rate,
-        use_8bit_adam=config.use_8bit_adam,
-        checkpoint_every=config.checkpoint_every,
-        seed=config.seed,
-    )
-    with log.stage("tuning"):
-        video_unet = run_tuning_loop(
-            video_unet, step_fn, settings, output, accelerator=accelerator, resume=resume,
-            on_step=on_step, validate_every=config.validate_every, validate=validate,
-            progress=progress,
-        )  # fmt: skip
-    log.info["trainable_parameters"] = sum(
-        p.numel() for p in video_unet.parameters() if p.requires_grad
-    )
-
-    # 4. inversion of the source, the tuned weights, generation
-    with log.stage("inversion"), accelerator.autocast():
-        start_latents = invert_source(
-            video_unet,
-            parts,
-            latents,
-            num_inference_steps=config.inference_steps,
-            progress=progress,
-        )
-    weights = _save_weights(output / "weights", video_unet, start_latents, config, frames.shape)
-    result = TuneResult(output=output, weights=weights)
+        session.load()
+    run.begin()
+    run.written.append(write_text_atomic(run.output / "config.yaml", session.config_yaml()))
+    # 3. tuning, and the tuned weights saved at once
+    if run.tuning_done:
+        session.load_tuned_weights()
+    else:
+        with log.stage("tuning"):
+            session.tune()
+        session.save_weights()
+    # 4. inversion of the source with the tuned model (stored with the weights)
+    with log.stage("inversion"):
+        start = session.inverted_latents()
+    # 5. one video per edit prompt
+    result = TuneResult(output=run.output, weights=session.weights_dir)
     if config.edit_prompts:
-        with log.stage("generation"), accelerator.autocast():
-            videos = sample_videos(
-                video_unet, parts, start_latents, config.edit_prompts,
-                guidance_scale=config.guidance_scale, num_inference_steps=config.inference_steps,
-                progress=progress,
-            )  # fmt: skip
-        result.samples = write_samples(
-            output / "samples", config.edit_prompts, videos, source=frames, fps=config.fps
-        )
-    log.write(output / "log.json")
+        with log.stage("generation"):
+            result.samples = session.generate(start)
+    session.write_log()
     result.log = log.to_dict()
     return result
 
 
-def _write_config(path: Path, config: TuneConfig) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
-
-
-def _save_weights(folder: Path, video_unet, start_latents, config: TuneConfig, shape) -> Path:
-    """Write the tuned weights, the inverted source latent and ``tune.json``, atomically."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_video_unet_weights(video_unet, tmp)
-        save_file(
-            {"latents": start_latents.detach().float().cpu().contiguous()}, tmp / INVERTED_LATENTS
-        )
-        record = {
-            "model": config.model,
-            "prompt": config.prompt,
-            "video": config.video,
-            "start": config.start,
-            "stride": config.stride,
-            "frames": int(shape[0]),
-            "height": int(shape[1]),
-            "width": int(shape[2]),
-            "smoothing": config.smoothing,
-            "smooth_weight": config.weight,
-            "inference_steps": config.inference_steps,
-            "guidance_scale": config.guidance_scale,
-            "fps": config.fps,
-        }
-        write_json_atomic(tmp / TUNE_RECORD, record)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+def write_record(folder: Path, config: TuneConfig, shape, digest: str, steps: int) -> Path:
+    """``tune.json``: what ``generate`` and ``--resume`` need to know about the tuning."""
+    record = {
+        "model": config.model, "prompt": config.prompt, "video": config.video,
+        "start": config.start, "stride": config.stride, "resize": config.resize,
+        "frames": int(shape[0]), "height": int(shape[1]), "width": int(shape[2]),
+        "smoothing": config.smoothing, "smooth_weight": config.weight, "steps": steps,
+        "inference_steps": config.inference_steps, "guidance_scale": config.guidance_scale,
+        "fps": config.fps, "config": {**config_to_dict(config), "video_digest": digest},
+    }  # fmt: skip
+    with write_errors(folder):
+        return write_json_atomic(folder / TUNE_RECORD, record)
