@@ -12,15 +12,12 @@ class CLIError(Exception):
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """Exceptions the library raises for input the user can fix (shown as one line)."""
+    """Exceptions the library raises for input the user can fix (shown as one line). Importing
+    them loads no torch: an argument error is reported before any heavy import."""
     from ..config import ConfigError
-    from ..pipelines.components import ModelLoadError
+    from ..model_info import ModelLoadError
+    from ..outputs import OutputError
+    from ..video_io import VideoError
 
-    errors: list[type[Exception]] = [ConfigError, ModelLoadError]
-    try:
-        from ..video_io import VideoError
-
-        errors.append(VideoError)
-    except ImportError:  # video I/O not installed in this version
-        pass
-    return (*errors, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
+    return (ConfigError, ModelLoadError, OutputError, VideoError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, ValueError)  # fmt: skip

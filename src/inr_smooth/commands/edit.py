@@ -148,13 +148,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_edit(args: argparse.Namespace) -> None:
     from ..config import load_config_with_sources
-    from ..pipelines.edit_config import EditConfig, check_output, prepare_edit
+    from ..pipelines.edit_config import EditConfig, check_output, prepare_edit, read_source
 
     overrides = {key: getattr(args, key) for key in _KEYS}
     try:  # everything that needs no model is checked before torch is imported
         config, sources = load_config_with_sources(EditConfig, args.config, **overrides)
         prepared = prepare_edit(config, sources)
         check_output(Path(prepared.config.output).expanduser(), overwrite=args.overwrite)
+        read_source(prepared.config)
         from ..pipelines.edit import edit
 
         result = edit(prepared, overwrite=args.overwrite,

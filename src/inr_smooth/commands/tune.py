@@ -129,12 +129,14 @@ KEYS = (
 def _run_tune(args: argparse.Namespace) -> None:
     from ..config import load_config_with_sources
     from ..pipelines.tune_config import TuneConfig, prepare_tune
+    from ..pipelines.tune_run import open_run
 
     try:  # everything that needs no model is checked before torch is imported
         config, sources = load_config_with_sources(
             TuneConfig, args.config, **{k: getattr(args, k) for k in KEYS}
         )
         prepared = prepare_tune(config, sources)
+        open_run(prepared, resume=args.resume, overwrite=args.overwrite)
         from ..pipelines.tune import tune
 
         result = tune(prepared, resume=args.resume, overwrite=args.overwrite,

@@ -128,9 +128,10 @@ def warn_if_truncated(tokenizer, prompt: str) -> None:
     limit = tokenizer.model_max_length
     if len(ids) > limit:
         dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
+        dropped = dropped if len(dropped) <= 60 else dropped[:57] + "..."
         warnings.warn(
-            f"the prompt is {len(ids)} tokens, the text encoder reads {limit}: "
-            f"{dropped!r} is ignored (prompt {prompt[:40]!r}...)",
+            f"the prompt is {len(ids)} tokens, the text encoder reads {limit}: the end "
+            f"{dropped!r} is ignored",
             stacklevel=3,
         )
 

@@ -36,7 +36,7 @@ from ..models import VideoUNet, inflate_unet
 from ..outputs import atomic_folder
 from ..relations import inr_inversion_noise
 from ..runlog import RunLog
-from ..video_io import read_video, tensor_to_video, video_to_tensor
+from ..video_io import tensor_to_video, video_to_tensor
 from .attention_fusion import (
     AttentionFusion,
     FusionPlan,
@@ -54,6 +54,7 @@ from .edit_config import (
     PreparedEdit,
     check_output,
     prepare_edit,
+    read_source,
     usable_cache_dir,
 )
 from .guidance import guided_noise_fn
@@ -92,17 +93,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
     return DTYPES[name]
-
-
-def read_source(config: EditConfig) -> np.ndarray:
-    """The source frames as ``uint8 (f, h, w, 3)``."""
-    return read_video(
-        config.video,
-        num_frames=config.frames,
-        start=config.start,
-        stride=config.stride,
-        size=config.size,
-    )
 
 
 def inr_start_latents(

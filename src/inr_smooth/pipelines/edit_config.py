@@ -24,6 +24,7 @@ __all__ = [
     "PreparedEdit",
     "check_output",
     "prepare_edit",
+    "read_source",
     "usable_cache_dir",
 ]
 
@@ -151,3 +152,11 @@ def usable_cache_dir(cache_dir: str | None) -> str | None:
         warnings.warn(f"{exc}: editing without the inversion cache", stacklevel=2)
         return None
     return cache_dir
+
+
+def read_source(config: EditConfig):
+    """The source frames as ``uint8 (f, h, w, 3)``."""
+    from ..video_io import read_video
+
+    return read_video(config.video, num_frames=config.frames, start=config.start,
+                      stride=config.stride, size=config.size)  # fmt: skip

@@ -72,7 +72,7 @@ def default_output(weights: Path) -> Path:
 
 def prepare_generate(config: GenerateConfig) -> PreparedGenerate:
     """Check the weights folder, the output and its file names before any model loads."""
-    from .sampling import sample_files, sample_names
+    from .sample_names import sample_files, sample_names
 
     weights = Path(config.weights).expanduser()
     record = read_tune_record(weights)

@@ -8,6 +8,7 @@ Resuming restores all of it, so that a resumed run matches an uninterrupted one.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,7 +100,7 @@ def _sigint_at_step_boundary() -> Iterator[_StopFlag]:
         flag.requested = True
         signal.signal(signal.SIGINT, previous)
         tqdm.write("stopping after this step to save a checkpoint (Ctrl-C again to stop now, "
-                   "without one)")  # fmt: skip
+                   "without one)", file=sys.stderr)  # fmt: skip
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -185,7 +186,7 @@ def run_tuning_loop(
                     on_step(step, out)
                 if stop.requested:
                     path = save()
-                    tqdm.write(f"interrupted: saved {path}; continue with --resume")
+                    tqdm.write(f"saved {path}; continue with --resume", file=sys.stderr)
                     raise KeyboardInterrupt
                 if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                     save()

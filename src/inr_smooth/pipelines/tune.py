@@ -29,7 +29,7 @@ import torch
 from ..config import config_to_dict
 from ..outputs import write_errors, write_json_atomic, write_text_atomic
 from .tune_config import DEFAULT_MODEL, PreparedTune, TuneConfig, prepare_tune
-from .tune_run import INVERTED_LATENTS, TUNE_RECORD, RunFolder
+from .tune_run import INVERTED_LATENTS, TUNE_RECORD, open_run
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -72,13 +72,6 @@ def _mixed_precision(config: TuneConfig, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def read_source(config: TuneConfig):
-    from ..video_io import read_video
-
-    return read_video(config.video, num_frames=config.frames, start=config.start,
-                      stride=config.stride, size=config.size, resize=config.resize)  # fmt: skip
-
-
 def tune(
     config: TuneConfig | PreparedTune,
     *,
@@ -93,16 +86,11 @@ def tune(
     straight to generation when tuning had finished); ``overwrite`` replaces another run there;
     ``memory_check=False`` skips the up-front memory estimate.
     """
-    from ..video_io import frames_digest
     from .tune_steps import TuneSession
 
     prepared = config if isinstance(config, PreparedTune) else prepare_tune(config)
-    config = prepared.config
     # 1. the run folder, the source frames and a resume's settings: before any model loads
-    run = RunFolder.open(config.output, resume=resume, overwrite=overwrite)
-    frames = read_source(config)
-    digest = frames_digest(frames)
-    run.check_resume(config, digest)
+    run, frames, digest = open_run(prepared, resume=resume, overwrite=overwrite)
     session = TuneSession(prepared, run, frames, digest, progress=progress)
     if memory_check:
         session.check_memory()

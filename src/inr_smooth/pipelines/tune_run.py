@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import config_to_dict
 from ..outputs import check_output_dir, folder_is_empty, write_errors
-from .tune_config import RESUME_MAY_CHANGE, TuneConfig
+from .tune_config import RESUME_MAY_CHANGE, PreparedTune, TuneConfig
 
 __all__ = ["INVERTED_LATENTS", "TUNE_RECORD", "RunFolder", "read_tune_record"]
 
@@ -143,3 +143,24 @@ def _resumable(output: Path) -> bool:
     from .checkpoints import checkpoint_folders
 
     return (output / "weights" / TUNE_RECORD).is_file() or bool(checkpoint_folders(output))
+
+
+def read_source(config: TuneConfig):
+    """The source frames ``uint8 (f, h, w, 3)`` as the config picks and resizes them."""
+    from ..video_io import read_video
+
+    return read_video(config.video, num_frames=config.frames, start=config.start,
+                      stride=config.stride, size=config.size, resize=config.resize)  # fmt: skip
+
+
+def open_run(prepared: PreparedTune, *, resume: bool, overwrite: bool):
+    """Everything a tuning run checks before its model loads: the run folder, the source
+    video and, for ``resume``, the settings against the checkpoint's. ``(run, frames,
+    digest)``; raises one-line errors."""
+    from ..video_io import frames_digest
+
+    run = RunFolder.open(prepared.config.output, resume=resume, overwrite=overwrite)
+    frames = read_source(prepared.config)
+    digest = frames_digest(frames)
+    run.check_resume(prepared.config, digest)
+    return run, frames, digest
