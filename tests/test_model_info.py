@@ -50,7 +50,7 @@ def test_stable_diffusion_folders_keep_the_original_hosts_defaults(tiny_sd_folde
 def test_a_model_defaults_file_is_checked(tiny_sd_folder, tmp_path):
     folder = shutil.copytree(tiny_sd_folder, tmp_path / "model")
     (folder / DEFAULTS_FILE).write_text(json.dumps({"tune": {"not_a_field": 1}}))
-    with pytest.raises(ModelLoadError, match="unknown tune setting.*not_a_field"):
+    with pytest.raises(ModelLoadError, match=r"unknown tune setting.*not_a_field"):
         prepare_tune(TuneConfig(video="v", prompt="p", model=str(folder)))
     (folder / DEFAULTS_FILE).write_text(json.dumps({"tune": {"frames": "many"}}))
     with pytest.raises(ValueError, match="frames must be int"):
@@ -60,7 +60,7 @@ def test_a_model_defaults_file_is_checked(tiny_sd_folder, tmp_path):
 
 
 def test_a_size_the_model_cannot_take_says_which_would_do():
-    with pytest.raises(ValueError, match="multiple of 16 px .* got 72: use 64 or 80"):
+    with pytest.raises(ValueError, match=r"multiple of 16 px .* got 72: use 64 or 80"):
         prepare_tune(TuneConfig(video="v", prompt="p", model="mini", size=72))
 
 

@@ -207,7 +207,7 @@ def test_every_checkpoint_broken_is_one_line(tiny_sd_folder, video, tmp_path):
     out = tmp_path / "run"
     (out / "checkpoint-1").mkdir(parents=True)
     (out / "checkpoint-1" / "trainer_state.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="no usable checkpoint .* unreadable"):
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint .* unreadable"):
         find_checkpoint(out)
 
 

@@ -358,13 +358,10 @@ def edit(config: EditConfig | PreparedEdit, *, overwrite: bool = False, memory_c
 
 def check_edit_memory(prepared: PreparedEdit) -> None:
     """Refuse (one line) an edit whose estimated peak exceeds the free memory."""
-    from .memory import check_fits, estimate_run, meta_parts
+    from .memory import RunMemory, check_fits, meta_parts
 
     c, info = prepared.config, prepared.model
     parts = meta_parts(info)
     video_unet = inflate_unet(parts.unet, attention=c.attention, temporal_attention=False)
-
-    def estimate(frames: int, size: int):
-        return estimate_run(parts, video_unet, frames=frames, size=size, batch=2, training=False)
-
-    check_fits(estimate, c.frames, c.size, info.size_multiple, resolve_device(c.device))
+    memory = RunMemory(parts, video_unet, batch=2, training=False)  # guidance: two branches
+    check_fits(memory.estimate, c.frames, c.size, info.size_multiple, resolve_device(c.device))

@@ -17,14 +17,20 @@ count would.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["MemoryError_", "MemoryEstimate", "available_bytes", "check_fits", "estimate_run"]
+__all__ = [
+    "MemoryError_",
+    "MemoryEstimate",
+    "RunMemory",
+    "available_bytes",
+    "check_fits",
+    "meta_parts",
+]
 
 _WORKING_SET = 4  # inference: this many of the largest tensors alive at once
 _CHUNK = 8  # frames per VAE call (components.encode_video / decode_video)
@@ -101,41 +107,67 @@ def _activation_bytes(outputs: list[tuple[str, int]], training: bool, checkpoint
     return min(total, kept + 5 * max(units.values(), default=0))  # one block recomputed
 
 
-def _meta_copy(module: nn.Module) -> nn.Module:
-    with torch.device("meta"):
-        return copy.deepcopy(module).to("meta")
+class RunMemory:
+    """The peak memory of one kind of call (batch, training or not) of a model on the meta
+    device. A UNet's intermediate tensors grow with frames x latent pixels, except the few on
+    the prompt's 77 tokens (with frames alone): two forwards at probe sizes give both rates,
+    and :meth:`estimate` scales them to any frame count and size at no cost. The VAE sees no
+    prompt: its tensors grow with pixels."""
+
+    def __init__(self, parts, video_unet, *, batch: int, training: bool,
+                 checkpointing: bool = False) -> None:  # fmt: skip
+        self.scale = parts.vae_scale_factor
+        self.weights = _param_bytes(parts.text_encoder, parts.vae, video_unet)
+        if training:  # gradients and AdamW's two moments, float32
+            self.weights += 3 * sum(p.numel() * 4 for p in video_unet.parameters()
+                                    if p.requires_grad)  # fmt: skip
+        side = 2 ** len(video_unet.unet.config.block_out_channels)  # latent side of a probe
+        frames = 2
+        small, large = (unet_activation_bytes(video_unet, batch, frames, (s, s),
+                                              training=training, checkpointing=checkpointing)
+                        for s in (2 * side, 4 * side))  # fmt: skip
+        self.per_pixel = (large - small) / (frames * (16 - 4) * side * side)  # per frame
+        self.per_frame = small / frames - self.per_pixel * 4 * side * side
+        pixels = 2 * side * self.scale
+        self.vae_per_pixel = vae_activation_bytes(parts.vae, 1, (pixels, pixels)) / pixels**2
+
+    def estimate(self, frames: int, size: int, extra: int = 0) -> MemoryEstimate:
+        latent = (size // self.scale) ** 2
+        unet = int(frames * (self.per_pixel * latent + max(self.per_frame, 0)))
+        vae = int(self.vae_per_pixel * min(frames, _CHUNK) * size * size)
+        return MemoryEstimate(self.weights, unet, vae, extra)
 
 
 def unet_activation_bytes(video_unet, batch: int, frames: int, latent_hw, *, training: bool,
-                          checkpointing: bool, dtype=torch.float32) -> int:  # fmt: skip
-    """Activations of one call of a VideoUNet (any device; run on a meta copy)."""
-    meta = _meta_copy(video_unet).to(dtype)
-    config = meta.unet.config
+                          checkpointing: bool) -> int:  # fmt: skip
+    """Activations of one call of a VideoUNet built on the meta device."""
+    config = video_unet.unet.config
+    dtype = video_unet.dtype
     sample = torch.zeros(batch, config.in_channels, frames, *latent_hw, device="meta", dtype=dtype)
     context = torch.zeros(batch, 77, config.cross_attention_dim, device="meta", dtype=dtype)
-    outputs = _leaf_outputs(meta, lambda: meta(sample, 10, context))
+    outputs = _leaf_outputs(video_unet, lambda: video_unet(sample, 10, context))
     skip_ends = (".conv2", ".proj_out", "downsamplers.0.conv")  # what a down block hands up
     skips = sum(size for name, size in outputs
                 if name.startswith("unet.down_blocks") and name.endswith(skip_ends))  # fmt: skip
     return _activation_bytes(outputs, training, checkpointing, skips)
 
 
-def vae_activation_bytes(vae, frames: int, pixel_hw, *, dtype=torch.float32) -> int:
-    """Activations of the larger of one encode and one decode call on a chunk of frames."""
-    meta = _meta_copy(vae).to(dtype)
+def vae_activation_bytes(vae, frames: int, pixel_hw) -> int:
+    """Activations of the larger of one encode and one decode call (VAE on the meta device)."""
+    dtype = vae.dtype
     chunk = min(frames, _CHUNK)
     pixels = torch.zeros(chunk, 3, *pixel_hw, device="meta", dtype=dtype)
-    scale = 2 ** (len(meta.config.block_out_channels) - 1)
-    latents = torch.zeros(chunk, meta.config.latent_channels, pixel_hw[0] // scale,
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    latents = torch.zeros(chunk, vae.config.latent_channels, pixel_hw[0] // scale,
                           pixel_hw[1] // scale, device="meta", dtype=dtype)  # fmt: skip
-    encode = _leaf_outputs(meta, lambda: meta.encode(pixels))
-    decode = _leaf_outputs(meta, lambda: meta.decode(latents))
+    encode = _leaf_outputs(vae, lambda: vae.encode(pixels))
+    decode = _leaf_outputs(vae, lambda: vae.decode(latents))
     return max(_activation_bytes(run, False, False, 0) for run in (encode, decode))
 
 
 def meta_parts(info):
     """The model's text encoder, VAE and 2-D UNet built on the meta device from its configs
-    (no weights read), with the attributes :func:`estimate_run` uses."""
+    (no weights read, no memory), with the attributes :class:`RunMemory` uses."""
     from types import SimpleNamespace
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -153,21 +185,6 @@ def meta_parts(info):
 
 def _param_bytes(*modules: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-
-
-def estimate_run(parts, video_unet, *, frames: int, size: int, batch: int, training: bool,
-                 checkpointing: bool = False, extra: int = 0,
-                 dtype=torch.float32) -> MemoryEstimate:  # fmt: skip
-    """Peak memory of a run on ``parts`` (StableDiffusionParts, weights loaded or on meta)."""
-    scale = parts.vae_scale_factor
-    latent_hw = (size // scale, size // scale)
-    weights = _param_bytes(parts.text_encoder, parts.vae, video_unet)
-    if training:  # gradients and AdamW's two moments, float32
-        weights += 3 * sum(p.numel() * 4 for p in video_unet.parameters() if p.requires_grad)
-    unet = unet_activation_bytes(video_unet, batch, frames, latent_hw, training=training,
-                                 checkpointing=checkpointing, dtype=dtype)  # fmt: skip
-    vae = vae_activation_bytes(parts.vae, frames, (size, size), dtype=dtype)
-    return MemoryEstimate(weights, unet, vae, extra)
 
 
 def available_bytes(device: torch.device) -> int:

@@ -45,19 +45,19 @@ class TuneSession:
     def check_memory(self) -> None:
         """Refuse (one line) a run whose estimated peak exceeds the free memory."""
         from ..models import inflate_unet, set_trainable
-        from .memory import check_fits, estimate_run, meta_parts
+        from .memory import RunMemory, check_fits, meta_parts
 
         c, info = self.config, self.prepared.model
         parts = meta_parts(info)
         video_unet = inflate_unet(parts.unet, attention=c.attention)
         set_trainable(video_unet, c.trainable)
+        train = RunMemory(parts, video_unet, batch=1, training=True,
+                          checkpointing=c.gradient_checkpointing)
+        sample = RunMemory(parts, video_unet, batch=2, training=False)  # guidance: two branches
 
         def estimate(frames: int, size: int):
-            train = estimate_run(parts, video_unet, frames=frames, size=size, batch=1,
-                                 training=True, checkpointing=c.gradient_checkpointing)
-            sample = estimate_run(parts, video_unet, frames=frames, size=size, batch=2,
-                                  training=False)  # fmt: skip
-            return max(train, sample, key=lambda e: e.peak)
+            return max(train.estimate(frames, size), sample.estimate(frames, size),
+                       key=lambda e: e.peak)  # fmt: skip
 
         found = check_fits(estimate, c.frames, c.size, info.size_multiple, self.device)
         self.log.info["memory_estimate_mb"] = round(found.peak / 2**20, 1)
