@@ -53,6 +53,10 @@ def test_the_source_is_read_at_the_videos_frames_and_size(clips, tmp_path, capsy
     assert code == 0, err
     rows = json.loads(out.read_text())["videos"]
     assert [(r["frames"], r["height"], r["width"]) for r in rows] == [(3, 16, 16)] * 2
+    # videos of other sizes: the source is read like the first, and a note says so
+    small = write_video(tmp_path / "small.gif", render(Scene(), 5, 16))
+    code, _, err = _run([str(clips["edit"]), str(small), *argv[1:]], capsys)
+    assert code == 0 and "note: source.gif is read as 4 frames of 32x32, like clip.gif" in err
 
 
 def test_rows_of_same_named_videos_get_distinct_names(clips, tmp_path, capsys):
@@ -91,7 +95,7 @@ def test_manifest_results_are_keyed_by_video_content_and_settings(tmp_path, caps
     flicker[1::2] //= 2
     write_video(one, flicker)
     code, printed, err = _run(argv, capsys)
-    assert code == 0 and "1 earlier result(s) were for other video contents" in err
+    assert code == 0 and "dropped 1 earlier result(s) of other video contents" in err
     second = results()
     assert [r["method"] for r in second] == ["none", "inr"]  # kept, then appended
     assert second[0] == first[1]

@@ -191,11 +191,12 @@ def _evaluate(args: argparse.Namespace, plan: _Plan) -> None:
     done = log.read() if log else {}
     jobs = plan_jobs(plan.rows, plan.references, read, frames=args.frames, size=args.size,
                      settings=plan.settings, done=done)  # fmt: skip
+    _note_mixed_references(plan, jobs)
     if log:
         dropped = log.keep_only({job.key for job in jobs})
         if dropped:
-            print(f"{log.path}: {dropped} earlier result(s) were for other video contents or "
-                  "settings (or cut by a crash): evaluating again", file=sys.stderr)  # fmt: skip
+            print(f"{log.path}: dropped {dropped} earlier result(s) of other video contents, "
+                  "settings or rows (or cut by a crash)", file=sys.stderr)  # fmt: skip
     clip, flow = _models(args) if any(j.cached is None for j in jobs) else (None, None)
     results = evaluate_jobs(jobs, read, clip, flow, log=log)
     backbone = None if args.no_clip else (clip.name if clip else args.clip_model or "default")
@@ -211,6 +212,20 @@ def _evaluate(args: argparse.Namespace, plan: _Plan) -> None:
     print(f"\n{table}")
     title = f"metric suite v{METRIC_SUITE_VERSION}, flow {flow_name}: mean per method"
     _write_outputs(args, plan.out, results, header, table, title)
+
+
+def _note_mixed_references(plan: _Plan, jobs) -> None:
+    """Say so when a source's compared videos differ in frames or size (it is read like the
+    first of them)."""
+    import sys
+
+    for i, compared in plan.references.items():
+        shapes = {jobs[j].shape for j in compared}
+        if len(shapes) > 1:
+            f, h, w = jobs[i].shape
+            print(f"note: {jobs[i].row['name']} is read as {f} frames of {w}x{h}, like "
+                  f"{jobs[compared[0]].row['name']}; the videos compared with it differ "
+                  "(pass --frames/--size to choose)", file=sys.stderr)  # fmt: skip
 
 
 def _environment(clip, flow) -> dict:

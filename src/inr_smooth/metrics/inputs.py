@@ -30,6 +30,9 @@ __all__ = [
 
 
 def _first_line(exc: Exception) -> str:
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:  # yaml: "expected ',' or ']' at line 2, column 5"
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
