@@ -117,6 +117,15 @@ def test_a_write_failure_of_the_report_is_one_line_without_partial_files(
     import errno
     import os
 
+    import inr_smooth.commands.bench as command
+
+    case = {"smoothing": "none", "frames": 2, "size": 16, "median_step_s": 0.1,
+            "time_ratio_to_none": 1.0, "peak_memory_mb": 10.0, "memory_ratio_to_none": 1.0,
+            "step_tflop": 0.0, "achieved_tflops": 0.0}  # fmt: skip
+    report = {"settings": {"model": "tiny", "mixed_precision": "no", "repeats": 1,
+                           "gradient_checkpointing": False}, "device": "cpu",
+              "memory_kind": "RSS", "cases": [case], "versions": {"device": "cpu"}}  # fmt: skip
+    monkeypatch.setattr(command, "_run", lambda bench: report)  # no model: the writes only
     real = os.replace
 
     def full(src, dst):
@@ -127,7 +136,7 @@ def test_a_write_failure_of_the_report_is_one_line_without_partial_files(
     monkeypatch.setattr(os, "replace", full)
     argv = ["sweep", "--frames", "2", "--sizes", "16", "--repeats", "1", "--warmup", "0",
             "--modes", "none", "--out", str(tmp_path), "--name", "s"]  # fmt: skip
-    code = main(["bench", *argv])
-    assert code == 2
-    assert "cannot write" in capsys.readouterr().err.strip().splitlines()[-1]
-    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert main(["bench", *argv]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("inr-smooth bench: error: cannot write") and "s.png" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.md"]  # whole files only
