@@ -39,9 +39,9 @@ def test_eval_one_video_with_a_tiny_clip_and_dis(clip_folder, videos, tmp_path, 
                  "--json", str(out), "--csv", str(tmp_path / "r.csv")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "metric suite v1" in printed and "| smooth.gif |" in printed
+    assert "metric suite v2" in printed and "| smooth.gif |" in printed
     report = json.loads(out.read_text())
-    assert report["suite"]["version"] == "1" and report["clip_backbone"] == str(clip_folder)
+    assert report["suite"]["version"] == "2" and report["clip_backbone"] == str(clip_folder)
     assert report["flow_estimator"].startswith("DISFlow")
     assert {"torch", "transformers", "torchvision", "opencv", "av", "device"} <= set(
         report["environment"]
@@ -52,7 +52,12 @@ def test_eval_one_video_with_a_tiny_clip_and_dis(clip_folder, videos, tmp_path, 
         assert np.isfinite(video[key])
     assert -1 <= video["clip_text"] <= 1 and video["clip_frame"] <= 1 + 1e-6
     assert source["warp_error"] > 2 * video["warp_error"]  # the flickering source
-    assert (tmp_path / "r.csv").read_text().startswith("video,prompt,method,source,clip_text")
+    assert (
+        (tmp_path / "r.csv")
+        .read_text()
+        .startswith("video,name,prompt,method,source,frames,height,width,clip_text")
+    )
+    assert (video["frames"], video["height"], video["width"]) == (6, 32, 32)
 
 
 def test_manifest_resumes_and_writes_table_csv_and_chart(videos, tmp_path, capsys):
@@ -69,11 +74,11 @@ def test_manifest_resumes_and_writes_table_csv_and_chart(videos, tmp_path, capsy
     ]  # fmt: skip
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["clip_text"] is None
-    # a rerun with one more video evaluates only that one (the earlier results are reused)
+    # a rerun after a crash evaluates only the missing video (the earlier result is reused)
     (out / "results.jsonl").write_text(lines[0] + "\n" + '{"cut by a cra')
     assert main(argv) == 0
-    again = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()[::2]]
-    assert [r["method"] for r in again] == ["inr", "none"]
+    again = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in again] == ["inr", "none"] and again[0] == json.loads(lines[0])
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from inr_smooth.metrics import (
+    CONSISTENCY,
     METRIC_SUITE,
     METRIC_SUITE_VERSION,
     DISFlow,
@@ -18,6 +19,8 @@ from inr_smooth.metrics import (
     describe_suite,
     flow_magnitude,
     flow_metrics,
+    in_frame_mask,
+    kept_pixels,
     warp,
     warp_error,
 )
@@ -63,6 +66,99 @@ def exact_flow(shift):
     return estimator
 
 
+def pan_video(shift=3, frames=4, side=48) -> np.ndarray:
+    """A camera panning right over a wide textured image: frame i is columns i * shift ..."""
+    wide = textured(side, side + shift * frames, seed=1)
+    return np.stack([wide[:, i * shift : i * shift + side] for i in range(frames)])
+
+
+def frame_index_flow(video, flow_of):
+    """An estimator returning ``flow_of(i, j, shape)``, the exact flow from frame i to j."""
+    index = {frame.tobytes(): i for i, frame in enumerate(video)}
+
+    def estimator(a, b):
+        return flow_of(index[a.tobytes()], index[b.tobytes()], a.shape[:2]).astype(np.float32)
+
+    return estimator
+
+
+def test_an_exact_flow_camera_pan_scores_exactly_zero():
+    """Suite v2: the columns that enter the frame have no source in the previous frame (their
+    flow points outside it); v1 compared them with the clamped border column (0.03 here)."""
+    shift = 3
+    video = pan_video(shift)
+
+    def pan(i, j, shape):  # the pixel at x in frame i shows column i*shift + x: in j at x + ...
+        flow = np.zeros((*shape, 2))
+        flow[..., 0] = (i - j) * shift
+        return flow
+
+    exact = frame_index_flow(video, pan)
+    assert warp_error(video, exact) == 0.0
+    assert warp_error(video, exact, consistency=None) == 0.0
+    # the left-out pixels are exactly the `shift` entering columns of each frame
+    to_prev = exact(video[1], video[0])
+    assert (~in_frame_mask(to_prev)).sum() == 48 * shift
+    assert not in_frame_mask(to_prev)[:, -shift:].any() and in_frame_mask(to_prev)[:, :-shift].all()
+    kept = kept_pixels(to_prev, exact(video[0], video[1]), CONSISTENCY)
+    assert np.array_equal(kept, in_frame_mask(to_prev))  # the old check alone kept them all
+    assert consistent_mask(to_prev, exact(video[0], video[1])).all()
+    # what v1 measured: the same pairs compared on every pixel the check passes
+    diff = np.abs(video[1] / 255 - warp(video[0] / 255, to_prev)).mean(-1)
+    assert diff.mean() > 1e-3 and diff[:, -shift:].mean() > 100 * diff[:, :-shift].mean()
+
+
+def test_an_exact_flow_occlusion_is_masked():
+    """A textured square moving right over a still textured background: with the exact flow,
+    the background it uncovers has no match in the previous frame; the forward-backward check
+    leaves those pixels out and everything else warps exactly."""
+    shift, side, top, left, box = 4, 48, 12, 6, 16
+    background, square = textured(side, side, seed=2), textured(box, box, seed=3) // 4
+    video = np.stack([background] * 3)
+    for i in range(3):
+        video[i, top : top + box, left + i * shift : left + i * shift + box] = square
+
+    def in_square(i, shape):
+        ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+        x0 = left + i * shift
+        return (ys >= top) & (ys < top + box) & (xs >= x0) & (xs < x0 + box)
+
+    def moving(i, j, shape):  # square pixels move with the square, the background stays
+        flow = np.zeros((*shape, 2))
+        flow[in_square(i, shape), 0] = (j - i) * shift
+        return flow
+
+    exact = frame_index_flow(video, moving)
+    assert warp_error(video, exact) == 0.0
+    uncovered = in_square(0, (side, side)) & ~in_square(1, (side, side))
+    kept = kept_pixels(exact(video[1], video[0]), exact(video[0], video[1]), CONSISTENCY)
+    assert np.array_equal(~kept, uncovered) and uncovered.sum() == box * shift
+    assert warp_error(video, exact, consistency=None) > 0.005  # unmasked: the uncovered strip
+
+
+def test_the_warp_is_exact_for_integer_flows_and_bilinear_between():
+    image = textured().astype(np.float32)
+    flow = np.zeros((48, 48, 2), np.float32)
+    flow[..., 1] = -2
+    assert np.array_equal(warp(image, flow)[2:], image[:-2])
+    flow[..., 1] = 0.25
+    expected = 0.75 * image[:-1] + 0.25 * image[1:]
+    assert np.allclose(warp(image, flow)[:-1], expected, atol=1e-4)
+
+
+def test_flow_metrics_need_no_torch():
+    """The warp error is numpy only: commands import the suite before torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import numpy as np; from inr_smooth.metrics import flow_metrics, "
+            "METRIC_SUITE; v = np.zeros((3, 16, 16, 3), np.uint8); "
+            "z = lambda a, b: np.zeros((16, 16, 2), np.float32); "
+            "print(flow_metrics(v, z)['warp_error'], 'torch' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["0.0", "False"], done.stderr
+
+
 def test_warp_moves_pixels_by_the_flow():
     image = textured().astype(np.float32)
     flow = np.zeros((48, 48, 2), np.float32)
@@ -75,7 +171,8 @@ def test_integer_shift_with_exact_flow_has_near_zero_warp_error():
     video = shift_video(2)
     exact = warp_error(video, exact_flow(2))
     wrong = warp_error(video, lambda a, b: np.zeros((*a.shape[:2], 2), np.float32))
-    assert exact < 0.003 and wrong > 10 * exact  # exact: only the 2 wrapped columns differ
+    # exact: the 2 wrapped columns point outside the frame and are left out (suite v2)
+    assert exact == 0 and wrong > 0.01
     assert flow_magnitude(video, exact_flow(2)) == pytest.approx(2)
 
 
@@ -144,7 +241,11 @@ def test_flow_metrics_match_the_single_metrics_and_check_the_estimator():
 
 
 def test_the_suite_declares_backbone_pairing_and_scale():
-    assert METRIC_SUITE["version"] == METRIC_SUITE_VERSION == "1"
+    assert METRIC_SUITE["version"] == METRIC_SUITE_VERSION == "2"
+    assert (
+        "pixels whose flow leaves the frame are left out"
+        in METRIC_SUITE["metrics"]["warp_error"]["definition"]
+    )
     for entry in METRIC_SUITE["metrics"].values():
         assert set(entry) == {"definition", "backbone", "pairing", "scale"}
     run = describe_suite("my/clip", "DISFlow(preset='medium')")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -31,7 +32,8 @@ def test_scores_of_the_true_clip_are_perfect_and_an_edit_changes_them():
     assert target.shape != scene.shape and target.motion == scene.motion
     clip = render(scene, 6, 32)
     own = score_video(clip, scene)
-    assert own["color_accuracy"] == 1 and own["shape_iou"] == 1 and own["position_error"] == 0
+    assert own["color_accuracy"] == 1 and own["shape_iou"] == 1 and own["trajectory_error"] == 0
+    assert own["motion_ratio"] == pytest.approx(1)
     assert own["flow_magnitude"] > 0.5  # the object moves
     assert score_video(clip, target)["color_accuracy"] == 0
 
@@ -77,6 +79,8 @@ def test_demo_command_writes_its_outputs(tiny_sd_folder, tmp_path, capsys):
     assert "| tune:inr |" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["tune_steps"] == 1 and len(results["cases"]) == 1
+    assert {"motion_ratio", "trajectory_error"} <= set(results["cases"][0]["tune:inr"])
+    assert results["metric_suite_version"] == "2" and "motion_ratio" in results["definitions"]
 
 
 def test_demo_without_the_shipped_model_says_so(tmp_path, capsys, monkeypatch):
@@ -148,3 +152,146 @@ def test_demo_and_serial_bench_compute_on_one_thread(monkeypatch, tmp_path):
         assert seen == [1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def _fake_case(scene, target, settings, **_):
+    """run_case without models: the source, a frozen edit and a moving one."""
+    moving = render(target, settings.frames, settings.size)
+    frozen = np.repeat(moving[:1], settings.frames, axis=0)
+    source = render(scene, settings.frames, settings.size)
+    return {
+        "source": {"video": source, "scores": score_video(source, scene)},
+        "edit:plain": {"video": moving, "scores": score_video(moving, target), "seconds": 1.0},
+        "edit:inr": {"video": frozen, "scores": score_video(frozen, target), "seconds": 1.0},
+    }
+
+
+def test_the_demo_table_shows_a_frozen_clip_as_frozen(monkeypatch, tmp_path):
+    """A frozen edit has the best flicker and warp error; the motion columns beside them and
+    a note under the table say why."""
+    import inr_smooth.demo as demo
+
+    monkeypatch.setattr(demo, "run_case", _fake_case)
+    report = demo.run_demo(QualitySettings(frames=6, size=32), tmp_path / "d", progress=False)
+    header = report.splitlines()[2]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns.index("motion ratio →1") == columns.index("warp err. (DIS) ↓") + 1
+    assert "edit:inr: motion ratio 0.00" in report and "nearly frozen" in report
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    frozen, moving = results["cases"][0]["edit:inr"], results["cases"][0]["edit:plain"]
+    assert frozen["warp_error"] <= moving["warp_error"] and frozen["color_flicker"] == 0
+    assert frozen["motion_ratio"] == 0 < moving["motion_ratio"]
+    assert frozen["trajectory_error"] > 0.2 > moving["trajectory_error"]
+
+
+def test_the_demo_output_is_replaced_whole_or_left_as_it_was(monkeypatch, tmp_path, capsys):
+    import inr_smooth.demo as demo
+
+    monkeypatch.setattr(demo, "run_case", _fake_case)
+    out = tmp_path / "demo"
+    settings = QualitySettings(frames=4, size=16)
+    demo.run_demo(settings, out, progress=False)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == sorted(demo.DEMO_FILES)
+    # a failure (or Ctrl-C) while writing leaves the previous output, and no temporary folder
+    import inr_smooth.video_io as video_io
+
+    calls = []
+
+    def interrupted(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    real = video_io.write_side_by_side
+    monkeypatch.setattr(video_io, "write_side_by_side", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(replace(settings, seed=1), out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    monkeypatch.setattr(video_io, "write_side_by_side", real)
+    # a rerun into its own previous output replaces it
+    demo.run_demo(replace(settings, seed=1), out, progress=False)
+    assert json.loads((out / "results.json").read_text())["settings"]["seed"] == 1
+
+
+def test_the_demo_refuses_a_folder_that_is_not_its_output_before_any_model(
+    monkeypatch, tmp_path, capsys
+):
+    import inr_smooth.demo as demo
+
+    monkeypatch.setattr(demo, "run_case", lambda *a, **k: pytest.fail("ran the methods"))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert main(["demo", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a previous output" in err and "thesis.tex" in err and err.count("\n") == 1
+    assert main(["demo", "--output", str(out / "thesis.tex")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    (out / "thesis.tex").unlink()
+    (out / "table.md").write_text("a table from elsewhere")  # a demo file name, no results.json
+    assert main(["demo", "--output", str(out)]) == 2
+    assert "no readable results.json" in capsys.readouterr().err
+    for flags in (["--tune-steps", "0"], ["--size", "20"], ["--inference-steps", "-1"]):
+        assert main(["demo", "--output", str(tmp_path / "new"), *flags]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_full_disk_during_the_demo_is_one_line_naming_the_output(monkeypatch, tmp_path, capsys):
+    import errno
+
+    import inr_smooth.demo as demo
+    import inr_smooth.video_io as video_io
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(demo, "run_case", _fake_case)
+    monkeypatch.setattr(video_io, "write_side_by_side", full)
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--frames", "3", "--size", "16"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("inr-smooth demo: error: cannot write")
+    assert f"cannot write {out}: No space left on device" in last
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_charts_keep_titles_and_labels_whole(tmp_path):
+    """The demo's chart fits its long title and every method name (checked on the drawn
+    figure's text extents: nothing outside the canvas)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inr_smooth.demo import plot_scores
+
+    methods = ["source", *METHODS, "tune:smoothvideo-faithful"]
+    summary = {m: {k: (0.1 * (i + 1), 0.01) for k in METRICS} for i, m in enumerate(methods)}
+    outside, checked = [], []
+    real_close = plt.close
+
+    def check_then_close(fig=None):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        shown = [ax for ax in fig.axes if ax.get_visible()]
+        texts = [fig._suptitle] + [
+            t
+            for ax in shown
+            for t in ax.get_xticklabels() + ax.get_yticklabels()
+            if t.get_text() in methods
+        ]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            if box.x0 < 0 or box.x1 > fig.bbox.width or box.y0 < 0 or box.y1 > fig.bbox.height:
+                outside.append(text.get_text())
+        checked.append({t.get_text() for t in texts[1:]})
+        real_close(fig)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(plt, "close", check_then_close)
+        plot_scores(summary, tmp_path / "c.png", "A long title of the demo's chart " * 8)
+    assert outside == [] and checked == [set(methods)]
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -14,7 +14,6 @@ The full pipelines (tune, edit) replace this demonstration once they land.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -161,8 +160,7 @@ def run(
             "c_K": c_k,
             "settings": {"frames": frames, "size": size, "steps": steps, "seed": seed},
         }
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(json_path)
+        from .outputs import write_json_atomic
+
+        write_json_atomic(json_path, payload)  # no partial file; a failure is one OutputError
     return text

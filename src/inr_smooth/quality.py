@@ -7,14 +7,13 @@ colour and shape, same motion). Every method produces the edited clip from the s
   that smoothing loss, then generation from the inverted source;
 * ``edit:plain`` / ``edit:inr`` -- training-free inversion editing with gamma 0 / the default.
 
-Each output is scored against the edited scene without any learned metric: colour accuracy,
-shape IoU and position error of the object (:func:`~inr_smooth.synthetic.score_object`), colour
-flicker, and the DIS optical-flow warp error with the mean flow magnitude beside it.
+Each output is scored against the edited scene without any learned metric (:mod:`.scores`):
+colour accuracy and shape IoU where the output object is, colour flicker and the DIS warp
+error, and the object's motion (motion ratio, trajectory error) beside them.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import COLORS, SHAPES, Scene, random_scene, render, score_object
+from .scores import METRICS, markdown_table, paired_differences, score_video, summarize
+from .synthetic import COLORS, SHAPES, Scene, random_scene, render
 
 __all__ = [
     "METHODS",
@@ -39,18 +39,6 @@ __all__ = [
 ]
 
 METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
-# (method, its baseline): the differences that the paper's claims are about
-COMPARISONS = (("tune:inr", "tune:none"), ("tune:smoothvideo", "tune:none"),
-               ("edit:inr", "edit:plain"))  # fmt: skip
-# name -> (column title, better when higher)
-METRICS = {
-    "color_accuracy": ("colour acc. ↑", True),
-    "shape_iou": ("shape IoU ↑", True),
-    "position_error": ("position err. ↓", False),
-    "color_flicker": ("colour flicker ↓", False),
-    "warp_error": ("warp err. (DIS) ↓", False),
-    "flow_magnitude": ("flow (px)", None),
-}
 
 
 @dataclass(frozen=True)
@@ -76,17 +64,6 @@ def edit_of(scene: Scene, rng: np.random.Generator | None = None) -> Scene:
     colors = [c for c in COLORS if c not in (scene.color, scene.background_color)]
     shapes = [s for s in SHAPES if s != scene.shape]
     return scene.edited(color=str(rng.choice(colors)), shape=str(rng.choice(shapes)))
-
-
-def score_video(video: np.ndarray, scene: Scene, flow=None) -> dict[str, float]:
-    """Ground-truth scores plus the DIS warp error and flow magnitude of ``uint8 (f, s, s, 3)``."""
-    from .metrics import DISFlow, flow_magnitude, warp_error
-
-    flow = flow or DISFlow()
-    scores = score_object(video, scene).__dict__.copy()
-    scores["warp_error"] = warp_error(video, flow)
-    scores["flow_magnitude"] = flow_magnitude(video, flow)
-    return {k: float(v) for k, v in scores.items()}
 
 
 def _tune_method(smoothing: str) -> Callable:
@@ -242,51 +219,6 @@ def random_cases(n: int, seed: int) -> list[tuple[Scene, Scene]]:
     """``n`` seeded (source, edit) pairs."""
     rng = np.random.default_rng(seed)
     return [(scene := random_scene(rng), edit_of(scene, rng)) for _ in range(n)]
-
-
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(se)
-
-
-def summarize(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per method and metric: (mean, standard error of the mean) over cases."""
-    return {
-        method: {m: _mean_se([case[method]["scores"][m] for case in cases]) for m in METRICS}
-        for method in cases[0]
-    }
-
-
-def paired_differences(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple]]:
-    """Per comparison ``"a - b"`` of :data:`COMPARISONS` (those whose methods all cases have)
-    and metric: (mean, standard error) of the per-case difference ``a - b``. The cases are
-    shared, so this error is smaller than the two methods' errors combined: it is the one that
-    says whether a method beats its baseline."""
-    return {
-        f"{a} - {b}": {
-            m: _mean_se([case[a]["scores"][m] - case[b]["scores"][m] for case in cases])
-            for m in METRICS
-        }
-        for a, b in COMPARISONS
-        if all(a in case and b in case for case in cases)
-    }
-
-
-def markdown_table(
-    summary: dict[str, dict[str, tuple[float, float]]], n: int, digits: int = 3
-) -> str:
-    """Markdown table (one row per method, or per comparison of :func:`paired_differences`);
-    with ``n > 1`` cells read ``mean ± s.e.``; ``digits`` after the decimal point."""
-    head = "| method | " + " | ".join(title for title, _ in METRICS.values()) + " |"
-    lines = [head, "|---|" + "---:|" * len(METRICS)]
-    for method, values in summary.items():
-        cells = []
-        for metric in METRICS:
-            mean, se = values[metric]
-            cells.append(f"{mean:.{digits}f} ± {se:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def with_overrides(settings: QualitySettings, **changes) -> QualitySettings:

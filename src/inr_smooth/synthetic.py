@@ -8,6 +8,7 @@ every frame, edits can be scored exactly, without CLIP: see :func:`score_object`
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -32,12 +33,17 @@ __all__ = [
     "COLORS",
     "MOTIONS",
     "SHAPES",
+    "FoundObject",
     "ObjectScore",
     "Scene",
+    "background_tones",
+    "find_object",
     "random_scene",
     "render",
+    "render_background",
     "score_object",
     "shape_mask",
+    "truth_mask",
 ]
 
 
@@ -118,68 +124,165 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndar
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def render(scene: Scene, frames: int = 8, size: int = 64) -> np.ndarray:
-    """The clip as ``uint8 (f, size, size, 3)``."""
-    if frames < 1 or size < 8:
-        raise ValueError(f"need frames >= 1 and size >= 8, got frames={frames}, size={size}")
+def background_tones(scene: Scene) -> np.ndarray:
+    """The float32 ``(k, 3)`` colours of the scene's background (its colour, and the stripes')."""
+    bg = np.array(COLORS[scene.background_color], dtype=np.float32)
+    return np.stack([bg, _stripe(bg)]) if scene.background == "striped" else bg[None]
+
+
+def _stripe(bg: np.ndarray) -> np.ndarray:
+    return bg * 0.6 + 0.4 * 128
+
+
+def render_background(scene: Scene, size: int) -> np.ndarray:
+    """The scene's background alone, float32 ``(size, size, 3)`` (what :func:`render` draws
+    the object on)."""
     bg = np.array(COLORS[scene.background_color], dtype=np.float32)
     canvas = np.broadcast_to(bg, (size, size, 3)).copy()
     if scene.background == "striped":
         stripes = ((np.arange(size) * 6 // size) % 2).astype(bool)
-        canvas[:, stripes] = bg * 0.6 + 0.4 * 128
+        canvas[:, stripes] = _stripe(bg)
+    return canvas
+
+
+def render(scene: Scene, frames: int = 8, size: int = 64) -> np.ndarray:
+    """The clip as ``uint8 (f, size, size, 3)``."""
+    if frames < 1 or size < 8:
+        raise ValueError(f"need frames >= 1 and size >= 8, got frames={frames}, size={size}")
+    canvas = render_background(scene, size)
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     obj = np.array(COLORS[scene.color], dtype=np.float32)
     for n in range(frames):
         frame = canvas.copy()
-        cx, cy = scene.center(n, frames)
-        frame[shape_mask(scene.shape, cx, cy, scene.size_at(n, frames), size)] = obj
+        frame[truth_mask(scene, n, frames, size)] = obj
         out[n] = frame.round().astype(np.uint8)
     return out
 
 
+def truth_mask(scene: Scene, n: int, frames: int, size: int) -> np.ndarray:
+    """The object's exact ``(size, size)`` mask at frame ``n`` of ``frames``."""
+    cx, cy = scene.center(n, frames)
+    return shape_mask(scene.shape, cx, cy, scene.size_at(n, frames), size)
+
+
+# ----------------------------------------------------------------------------- scores
+# The output object of a frame (see :func:`find_object`): the largest 8-connected region of
+# pixels that stand out from the scene's known background by more than half the distance
+# between the target colour and the nearest background tone, and that covers at least
+# MIN_AREA of the true object's area; else the frame has no object.
+MIN_AREA = 0.25
+MISSING_DISTANCE = math.sqrt(2)  # a frame without an object: the frame's diagonal
+
+
 @dataclass(frozen=True)
 class ObjectScore:
-    """Ground-truth scores of a generated clip against the scene it should show."""
+    """Ground-truth scores of a generated clip against the scene it should show. Appearance
+    (colour, shape) is read where the output object is; position and motion separately."""
 
-    color_accuracy: float  # fraction of frames whose object region is nearest the target colour
-    shape_iou: float  # mean IoU of the target-coloured pixels with the true shape mask
-    position_error: float  # mean centroid distance, target-coloured pixels vs truth (/ size)
-    color_flicker: float  # mean |change| of the object region's mean colour between frames (0-1)
+    color_accuracy: float  # fraction of frames whose object's mean colour is nearest the target
+    shape_iou: float  # mean IoU of the object with the true shape moved onto the object's centre
+    trajectory_error: float  # mean distance of the object's centre from the truth's (/ side)
+    motion_ratio: float  # path length of the object's (centre, size) over the truth's; 1 = same
+    color_flicker: float  # mean |change| of the object's mean colour between frames (0-1)
+
+
+@dataclass(frozen=True)
+class FoundObject:
+    """The output object of one frame: its mask, centroid ``(x, y)`` and equal-area side
+    (fractions of the frame side), and mean colour (0-255)."""
+
+    mask: np.ndarray
+    center: tuple[float, float]
+    side: float
+    color: np.ndarray
 
 
 def _centroid(mask: np.ndarray) -> tuple[float, float]:
+    """Mean ``(x, y)`` of the pixel centres, as fractions of the side."""
     ys, xs = np.nonzero(mask)
-    return float(xs.mean()), float(ys.mean())
+    size = mask.shape[0]
+    return float((xs.mean() + 0.5) / size), float((ys.mean() + 0.5) / size)
+
+
+def foreground_threshold(scene: Scene) -> float:
+    """Half the RGB distance between the target colour and the nearest background tone."""
+    target = np.array(COLORS[scene.color], dtype=np.float32)
+    return 0.5 * float(np.linalg.norm(background_tones(scene) - target, axis=1).min())
+
+
+def find_object(frame: np.ndarray, scene: Scene, min_area: float) -> FoundObject | None:
+    """The output object in ``uint8 (s, s, 3)`` ``frame`` (see the comment above
+    :data:`MIN_AREA`); ``min_area`` in pixels. None when no region is large enough."""
+    import cv2
+
+    pixels = frame.astype(np.float32)
+    distance = np.linalg.norm(pixels - render_background(scene, frame.shape[0]), axis=-1)
+    foreground = (distance > foreground_threshold(scene)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    area = int(stats[largest, cv2.CC_STAT_AREA])
+    if area < max(min_area, 1):
+        return None
+    mask = labels == largest
+    side = math.sqrt(area) / frame.shape[0]
+    return FoundObject(mask, _centroid(mask), side, pixels[mask].mean(0))
+
+
+def _path(states: list[tuple[float, float, float] | None]) -> float:
+    """Length of the path through consecutive states; a step with a missing end counts 0."""
+    steps = [math.dist(a, b) for a, b in itertools.pairwise(states) if a and b]
+    return float(sum(steps))
 
 
 def score_object(video: np.ndarray, scene: Scene) -> ObjectScore:
-    """Score ``uint8 (f, h, w, 3)`` frames against ``scene`` with exact ground truth."""
+    """Score ``uint8 (f, s, s, 3)`` frames against ``scene`` with exact ground truth.
+
+    Per frame: the output object (:func:`find_object`) against the true object. A frame
+    without an object counts as a colour miss, IoU 0, distance :data:`MISSING_DISTANCE`, a
+    colour change of 1, and no motion; so a frozen or vanished object scores badly.
+    ``motion_ratio`` is NaN when the true object does not move (a single frame).
+    """
     if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
         raise ValueError(f"expected square frames (f, s, s, 3), got {video.shape}")
     frames, size = video.shape[0], video.shape[1]
-    palette_names = list(COLORS)
-    palette = np.array([COLORS[c] for c in palette_names], dtype=np.float32)
-    target = palette_names.index(scene.color)
-    hits, ious, errors, means = [], [], [], []
+    palette = np.array(list(COLORS.values()), dtype=np.float32)
+    target = list(COLORS).index(scene.color)
+    hits, ious, distances, colors, found_path, true_path = [], [], [], [], [], []
     for n in range(frames):
-        pix = video[n].astype(np.float32)
-        cx, cy = scene.center(n, frames)
-        truth = shape_mask(scene.shape, cx, cy, scene.size_at(n, frames), size)
-        region = pix[truth].mean(0)
-        means.append(region / 255)
-        hits.append(int(np.argmin(((palette - region) ** 2).sum(1)) == target))
-        nearest = np.argmin(((pix[..., None, :] - palette) ** 2).sum(-1), axis=-1)
-        found = nearest == target
-        union = (found | truth).sum()
-        ious.append(float((found & truth).sum() / union) if union else 0.0)
-        if found.any():
-            errors.append(math.dist(_centroid(found), _centroid(truth)) / size)
+        truth = truth_mask(scene, n, frames, size)
+        true_center = _centroid(truth)
+        true_path.append((*true_center, math.sqrt(truth.sum()) / size))
+        found = find_object(video[n], scene, MIN_AREA * truth.sum())
+        if found is None:
+            hit, iou, distance, color, state = 0, 0.0, MISSING_DISTANCE, None, None
         else:
-            errors.append(math.sqrt(2))  # nothing of the target colour: the largest error
-    flicker = float(np.abs(np.diff(np.stack(means), axis=0)).mean()) if frames > 1 else 0.0
+            hit = int(np.argmin(((palette - found.color) ** 2).sum(1)) == target)
+            iou = _iou(found, scene, n, frames, true_center)
+            distance = math.dist(found.center, true_center)
+            color, state = found.color / 255, (*found.center, found.side)
+        hits.append(hit)
+        ious.append(iou)
+        distances.append(distance)
+        colors.append(color)
+        found_path.append(state)
+    changes = [float(np.abs(b - a).mean()) if a is not None and b is not None else 1.0
+               for a, b in itertools.pairwise(colors)]  # fmt: skip
+    truth_length = _path(true_path)
     return ObjectScore(
         color_accuracy=float(np.mean(hits)),
         shape_iou=float(np.mean(ious)),
-        position_error=float(np.mean(errors)),
-        color_flicker=flicker,
+        trajectory_error=float(np.mean(distances)),
+        motion_ratio=_path(found_path) / truth_length if truth_length > 0 else float("nan"),
+        color_flicker=float(np.mean(changes)) if changes else 0.0,
     )
+
+
+def _iou(found: FoundObject, scene: Scene, n: int, frames: int, true_center) -> float:
+    """IoU of the found mask with the true shape translated onto the found centroid."""
+    cx, cy = scene.center(n, frames)
+    dx, dy = found.center[0] - true_center[0], found.center[1] - true_center[1]
+    moved = shape_mask(scene.shape, cx + dx, cy + dy, scene.size_at(n, frames), found.mask.shape[0])
+    union = (moved | found.mask).sum()
+    return float((moved & found.mask).sum() / union) if union else 0.0

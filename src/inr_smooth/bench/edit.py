@@ -58,10 +58,12 @@ class EditBench:
         unknown = [m for m in self.modes if m not in EDIT_MODES]
         if unknown or "plain" not in self.modes:
             raise ValueError(f"modes must include 'plain' and be among {list(EDIT_MODES)}")
-        if self.size % 8 or self.frames < 2 or self.repeats < 1 or self.inference_steps < 1:
+        if (self.size % 8 or self.frames < 2 or self.repeats < 1 or self.warmup < 0
+                or self.inference_steps < 1):  # fmt: skip
             raise ValueError(
-                f"expected size a multiple of 8, frames >= 2, repeats >= 1, steps >= 1; got "
-                f"size={self.size}, frames={self.frames}, repeats={self.repeats}"
+                f"expected size a multiple of 8, frames >= 2, repeats >= 1, warmup >= 0, "
+                f"steps >= 1; got size={self.size}, frames={self.frames}, "
+                f"repeats={self.repeats}, warmup={self.warmup}, steps={self.inference_steps}"
             )
 
 

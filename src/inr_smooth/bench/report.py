@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..outputs import write_errors
+
 __all__ = ["plot_scaling", "tune_step_table"]
 
 
@@ -57,9 +59,13 @@ def plot_scaling(reports: Sequence[dict], path: Path) -> Path:
     fig.suptitle(f"model {reports[0]['settings']['model']} on {reports[0]['device']}")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(tmp, dpi=120)
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

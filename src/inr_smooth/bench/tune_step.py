@@ -5,7 +5,8 @@ video UNet: forward, smoothing loss, backward and an AdamW step on the trainable
 (Tune-A-Video's set). Modes are interleaved, rotating their order every round, and each mode's
 time is the median of its rounds after warm-up; its peak memory comes from one extra step with
 the peak counter reset. The FLOPs of a step are counted with ``torch.utils.flop_counter``
-during warm-up, so achieved TFLOP/s stand next to every time.
+in the first warm-up round (with no warm-up, in one extra untimed step per mode before the
+timed rounds), so achieved TFLOP/s stand next to every time.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class TuneStepBench:
     size: int = 64  # pixels; latents are size / 8 (Stable Diffusion's VAE)
     modes: tuple[str, ...] = ("none", "smoothvideo", "inr")
     repeats: int = 5  # timed rounds per mode
-    warmup: int = 1  # untimed rounds per mode (the first also counts FLOPs)
+    warmup: int = 1  # untimed rounds per mode (the first also counts FLOPs; 0: an extra step)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     frozen_low_precision: bool = True  # with mixed precision: frozen weights stored in it
@@ -52,10 +53,11 @@ class TuneStepBench:
             raise ValueError(
                 f"modes must include 'none' and be among {SMOOTHING_MODES}, got {self.modes}"
             )
-        if self.size % 8 or self.size < 8 or self.frames < 2 or self.repeats < 1:
+        if self.size % 8 or self.size < 8 or self.frames < 2 or self.repeats < 1 or self.warmup < 0:
             raise ValueError(
-                f"expected size a multiple of 8, frames >= 2, repeats >= 1; got size={self.size}, "
-                f"frames={self.frames}, repeats={self.repeats}"
+                f"expected size a multiple of 8, frames >= 2, repeats >= 1, warmup >= 0; got "
+                f"size={self.size}, frames={self.frames}, repeats={self.repeats}, "
+                f"warmup={self.warmup}"
             )
 
 
@@ -126,14 +128,19 @@ def run_tune_step_bench(bench: TuneStepBench, *, progress: bool = True) -> dict:
     """Run the benchmark; returns the JSON-ready report (``cases``, ``device``, ``versions``)."""
     device = resolve_device(bench.device)
     step = _Step(bench, device)
-    flops = {}
     rounds = bench.warmup + bench.repeats
-    bar = tqdm(total=rounds * len(bench.modes), desc="tune-step bench", disable=not progress)
+    steps = (rounds + (bench.warmup == 0)) * len(bench.modes)
+    bar = tqdm(total=steps, desc="tune-step bench", disable=not progress)
+    flops = {}
+    if bench.warmup == 0:  # FLOPs from one extra untimed step per mode
+        for mode in bench.modes:
+            flops[mode] = step.flops(mode)
+            bar.update(1)
     times: dict[str, list[float]] = {mode: [] for mode in bench.modes}
     for r in range(rounds):
         order = bench.modes[r % len(bench.modes) :] + bench.modes[: r % len(bench.modes)]
         for mode in order:
-            if r == 0:
+            if r == 0 and bench.warmup > 0:  # the first warm-up round counts FLOPs
                 flops[mode] = step.flops(mode)
             else:
                 seconds = step(mode)

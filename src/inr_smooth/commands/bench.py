@@ -7,6 +7,8 @@ from pathlib import Path
 
 from . import CLIError
 
+DEFAULT_OUT = Path("outputs/bench")  # never the committed benchmarks/results/ by default
+
 DESCRIPTION = """\
 Speed and memory benchmarks. Each reports ratios to the unsmoothed baseline measured in the
 same run (modes interleaved, medians after warm-up), so they are meaningful on noisy machines.
@@ -20,15 +22,34 @@ same run (modes interleaved, medians after warm-up), so they are meaningful on n
 Models: tiny (a 32/64-channel UNet, seconds on a CPU), sd15-arch (Stable Diffusion 1.5's UNet
 architecture with random weights: speed and memory do not depend on the weights; for GPUs),
 or a local model folder.
+
+Results go to outputs/bench/ unless --out / --json say otherwise; the committed tables in
+benchmarks/results/ are regenerated only by passing --out benchmarks/results explicitly.
 """
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where there is none to show (None, an unset switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.help is None:
+            return action.help or ""
+        if "%(default)" in action.help or action.default is argparse.SUPPRESS:
+            return action.help
+        if isinstance(action.default, list | tuple):  # as typed: --modes none inr
+            shown = " ".join(str(v) for v in action.default).replace("%", "%%")
+            return f"{action.help} (default: {shown})"
+        return super()._get_help_string(action)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny", help="tiny | sd15-arch | model folder")
     p.add_argument("--modes", nargs="+", default=["none", "smoothvideo", "inr"],
                    help="smoothing modes (must include none)")  # fmt: skip
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds per mode")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds (FLOPs counted)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per mode (>= 1)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed rounds per mode (>= 0; FLOPs are counted in the first, or in "
+                        "one extra untimed step with --warmup 0)")  # fmt: skip
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
                    help="autocast dtype of the step")  # fmt: skip
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -47,55 +68,97 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     kinds = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     step = kinds.add_parser("tune-step", help="the tuning step per smoothing mode",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                            formatter_class=_HelpFormatter)  # fmt: skip
     step.add_argument("--frames", type=int, default=8, help="frames per step")
     step.add_argument("--size", type=int, default=64, help="pixels (latents: size / 8)")
     step.add_argument("--json", type=Path, help="write the report here")
     _common(step)
     step.set_defaults(handler=_run_tune_step)
     ed = kinds.add_parser("edit", help="plain inversion vs INR(TF) editing",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                          formatter_class=_HelpFormatter)  # fmt: skip
     ed.add_argument("--model", default="tiny", help="tiny | sd15-arch | model folder | mini")
     ed.add_argument("--frames", type=int, default=8, help="frames of the edited clip")
     ed.add_argument("--size", type=int, default=64, help="frame side in pixels")
     ed.add_argument("--inference-steps", type=int, default=50, help="DDIM steps, each way")
     ed.add_argument("--modes", nargs="+", default=["plain", "inr-final", "inr-every"],
                     help="plain; INR(TF) at gamma 1, final_step / every_step")  # fmt: skip
-    ed.add_argument("--repeats", type=int, default=3, help="timed rounds per mode")
-    ed.add_argument("--warmup", type=int, default=1, help="untimed rounds per mode")
+    ed.add_argument("--repeats", type=int, default=3, help="timed rounds per mode (>= 1)")
+    ed.add_argument("--warmup", type=int, default=1, help="untimed rounds per mode (>= 0)")
     ed.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                     help="model precision (auto: fp16 on CUDA, fp32 on CPU)")  # fmt: skip
     ed.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ed.add_argument("--json", type=Path, help="write the report here")
     ed.set_defaults(handler=_run_edit)
     sweep = kinds.add_parser("sweep", help="tune-step over frames and sizes, with plots",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                             formatter_class=_HelpFormatter)  # fmt: skip
     sweep.add_argument("--frames", type=int, nargs="+", default=[8, 16, 24, 32],
                        help="frame counts to time")  # fmt: skip
     sweep.add_argument("--sizes", type=int, nargs="+", default=[64],
                        help="frame sides in pixels to time")  # fmt: skip
-    sweep.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+    sweep.add_argument("--out", type=Path, default=DEFAULT_OUT,
                        help="folder for <name>.json, .md and .png")  # fmt: skip
     sweep.add_argument("--name", default=None, help="file stem (default: sweep-<model>-<device>)")
     _common(sweep)
     sweep.set_defaults(handler=_run_sweep)
     quality = kinds.add_parser("quality", help="methods compared on many synthetic clips",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                               formatter_class=_HelpFormatter)  # fmt: skip
     quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
     quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
     quality.add_argument("--model", default="mini", help="base model")
     quality.add_argument("--frames", type=int, default=8, help="frames per clip (>= 3)")
     quality.add_argument("--size", type=int, default=64, help="frame side in px")
-    quality.add_argument("--tune-steps", type=int, help="tuning steps (demo default)")
-    quality.add_argument("--inference-steps", type=int, help="DDIM steps (demo default)")
+    quality.add_argument("--tune-steps", type=int,
+                         help="tuning steps (default: the demo's)")  # fmt: skip
+    quality.add_argument("--inference-steps", type=int,
+                         help="DDIM steps (default: the demo's)")  # fmt: skip
     quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
     quality.add_argument("--jobs", type=int, default=1,
                          help="clips run at once, one CPU thread each (same results)")  # fmt: skip
-    quality.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+    quality.add_argument("--out", type=Path, default=DEFAULT_OUT,
                          help="results folder")  # fmt: skip
     quality.add_argument("--name", default="quality",
-                         help="subfolder of --out: table.md, chart.png, results.json")  # fmt: skip
+                         help="subfolder of --out: table.md, chart.png, results.json (a "
+                              "previous report there is replaced)")  # fmt: skip
     quality.set_defaults(handler=_run_quality)
+
+
+def _at_least(**values: tuple[int | None, int]) -> None:
+    """One line for the first ``flag=(value, least)`` below its least value."""
+    for flag, (value, least) in values.items():
+        if value is not None and value < least:
+            raise CLIError(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
+
+
+def _check_sizes(*sizes: int) -> None:
+    for size in sizes:
+        if size < 8 or size % 8:
+            raise CLIError(f"--size must be a positive multiple of 8 (the VAE), got {size}")
+
+
+def _check_output(check, path: Path, what: str) -> None:
+    """Run an ``outputs`` check (torch-free) as one CLIError line."""
+    from ..outputs import OutputError
+
+    try:
+        check(path, what=what)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _written(write, *args) -> None:
+    """A write whose failure (disk full, read-only) is one line naming the path."""
+    from ..outputs import OutputError
+
+    try:
+        write(*args)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _check_steps(args: argparse.Namespace, frames: list[int], sizes: list[int]) -> None:
+    _at_least(repeats=(args.repeats, 1), warmup=(args.warmup, 0))
+    _at_least(frames=(min(frames), 2))
+    _check_sizes(*sizes)
 
 
 def _bench(args: argparse.Namespace, frames: int, size: int):
@@ -122,44 +185,53 @@ def _run(bench) -> dict:
 
 
 def _run_tune_step(args: argparse.Namespace) -> None:
+    from ..outputs import check_output_file, write_json_atomic
+
+    _check_steps(args, [args.frames], [args.size])
+    if args.json:
+        _check_output(check_output_file, args.json, "--json file")
     from ..bench.report import tune_step_table
-    from ..runlog import write_json_atomic
 
     report = _run(_bench(args, args.frames, args.size))
     print(tune_step_table([report]))
     if args.json:
-        write_json_atomic(args.json, report)
+        _written(write_json_atomic, args.json, report)
         print(f"wrote {args.json}")
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
-    from ..bench.report import plot_scaling, tune_step_table
-    from ..runlog import write_json_atomic
+    from ..outputs import check_output_dir, write_json_atomic, write_text_atomic
 
-    reports = []
-    for size in args.sizes:
-        for frames in args.frames:
-            reports.append(_run(_bench(args, frames, size)))
+    _check_steps(args, args.frames, args.sizes)
+    _check_output(check_output_dir, args.out, "--out folder")
+    from ..bench.report import plot_scaling, tune_step_table
+
+    benches = [_bench(args, frames, size) for size in args.sizes for frames in args.frames]
+    reports = [_run(bench) for bench in benches]
     name = args.name or f"sweep-{Path(args.model).name}-{reports[0]['versions']['device']}"
     table = tune_step_table(reports)
-    write_json_atomic(args.out / f"{name}.json", {"reports": reports})
-    (args.out / f"{name}.md").write_text(table)
-    plot_scaling(reports, args.out / f"{name}.png")
+    _written(write_json_atomic, args.out / f"{name}.json", {"reports": reports})
+    _written(write_text_atomic, args.out / f"{name}.md", table)
+    _written(plot_scaling, reports, args.out / f"{name}.png")
     print(table)
     print(f"wrote {args.out / name}.json, .md, .png")
 
 
 def _run_quality(args: argparse.Namespace) -> None:
-    from ..demo import write_report
-    from ..quality import QualitySettings, random_cases, run_cases, with_overrides
-    from . import user_errors
+    from ..demo import REPORT_FILES, check_report_folder
 
     if args.clips < 2:
         raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
-    if args.jobs < 1:
-        raise CLIError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.frames < 3:
-        raise CLIError(f"--frames must be at least 3, got {args.frames}")
+    _at_least(jobs=(args.jobs, 1), frames=(args.frames, 3), tune_steps=(args.tune_steps, 1),
+              inference_steps=(args.inference_steps, 1))  # fmt: skip
+    _check_sizes(args.size)
+    folder = args.out / args.name
+    _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
+                  "quality report folder")  # fmt: skip
+    from ..demo import write_report, writing_folder
+    from ..quality import QualitySettings, random_cases, run_cases, with_overrides
+    from . import user_errors
+
     base = QualitySettings(
         model=args.model, frames=args.frames, size=args.size, seed=args.seed, device=args.device
     )
@@ -176,15 +248,26 @@ def _run_quality(args: argparse.Namespace) -> None:
         f"{settings.model}, {settings.frames} frames at {settings.size} px; mean ± standard "
         "error over clips; scores against the edited scene's exact ground truth."
     )
-    scenes = {"cases_scenes": [[s.__dict__, t.__dict__] for s, t in pairs]}
-    folder = args.out / args.name
-    print(write_report(folder, results, settings, title, scenes))
-    print(f"wrote {folder}/table.md, chart.png, results.json")
+    extra = {"cases_scenes": [[s.__dict__, t.__dict__] for s, t in pairs],
+             "report": "inr-smooth bench quality"}  # fmt: skip
+    try:
+        with writing_folder(folder) as tmp:
+            text = write_report(tmp, results, settings, title, extra)
+    except user_errors() as exc:
+        raise CLIError(str(exc)) from None
+    print(text)
+    print(f"wrote {folder}/{', '.join(REPORT_FILES)}")
 
 
 def _run_edit(args: argparse.Namespace) -> None:
+    from ..outputs import check_output_file, write_json_atomic
+
+    _at_least(repeats=(args.repeats, 1), warmup=(args.warmup, 0), frames=(args.frames, 2),
+              inference_steps=(args.inference_steps, 1))  # fmt: skip
+    _check_sizes(args.size)
+    if args.json:
+        _check_output(check_output_file, args.json, "--json file")
     from ..bench.edit import EditBench, edit_table, run_edit_bench
-    from ..runlog import write_json_atomic
     from . import user_errors
 
     try:
@@ -198,5 +281,5 @@ def _run_edit(args: argparse.Namespace) -> None:
         raise CLIError(str(exc)) from None
     print(edit_table(report))
     if args.json:
-        write_json_atomic(args.json, report)
+        _written(write_json_atomic, args.json, report)
         print(f"wrote {args.json}")

@@ -14,10 +14,14 @@ Run the whole job offline on a CPU in a few minutes, with the shipped inr-smooth
   2. one-shot tuning with smoothing none, smoothvideo and inr, each generating the edit
      "a green square moving right on a blue background"
   3. training-free inversion editing with gamma 0 (plain inversion) and the default gamma
-  4. score every output against the edited scene's exact ground truth (colour accuracy,
-     shape IoU, position error, colour flicker) and with the DIS optical-flow warp error
+  4. score every output against the edited scene's exact ground truth: colour accuracy and
+     shape IoU where the output object is, colour flicker and the DIS warp error (suite v2),
+     and beside them the object's motion: motion ratio (its path over the target's; 1 = as
+     far as the target, near 0 = frozen) and trajectory error (distance from the target's
+     centre per frame), so that a frozen clip never looks like the smoothest
   5. write comparison.mp4/.gif (all outputs side by side), table.md, chart.png and
-     results.json into --output, and print the table
+     results.json into --output (written whole when done; a previous demo output there is
+     replaced, any other non-empty folder refused), and print the table
 
 The table is reproducible from --seed. `--math` instead prints the tables of the INR
 mathematics on constructed tensors (seconds, no model at all).
@@ -48,9 +52,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _check(args: argparse.Namespace) -> None:
+    """Every flag and the output, before anything heavy is imported (one line each)."""
+    from ..outputs import OutputError, check_output_file
+
     if args.frames < 3:
         raise CLIError(f"--frames must be at least 3, got {args.frames}")
+    for flag, value in (("--tune-steps", args.tune_steps), ("--inference-steps",
+                        args.inference_steps), ("--ddim-steps", args.ddim_steps)):  # fmt: skip
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be at least 1, got {value}")
+    if args.math:
+        if args.size is not None and args.size < 4:
+            raise CLIError(f"--size must be at least 4 (latent side), got {args.size}")
+    elif args.size is not None and (args.size < 8 or args.size % 8):
+        raise CLIError(f"--size must be a positive multiple of 8 (the VAE), got {args.size}")
+    try:
+        if args.math and args.json:
+            check_output_file(args.json, what="--json file")
+        if not args.math:
+            from ..demo import DEMO_FILES, check_report_folder
+
+            check_report_folder(args.output, DEMO_FILES, what="--output folder")
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    _check(args)
     if args.math:
         _run_math(args)
         return
@@ -69,10 +98,11 @@ def _run(args: argparse.Namespace) -> None:
 
 def _run_math(args: argparse.Namespace) -> None:
     from ..math_demo import run
+    from ..outputs import OutputError
 
-    size = args.size or 32  # latent side
-    if size < 4 or args.ddim_steps < 1:
-        raise CLIError("--size must be at least 4 and --ddim-steps at least 1")
-    print(run(args.frames, size, args.ddim_steps, args.seed, args.json))
+    try:
+        print(run(args.frames, args.size or 32, args.ddim_steps, args.seed, args.json))
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     if args.json:
         print(f"\nwrote {args.json}")

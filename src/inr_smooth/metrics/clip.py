@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import DEFAULT_CLIP_MODEL
+from .inputs import check_clip_name
+
 __all__ = [
     "DEFAULT_CLIP_MODEL",
     "ClipFeatures",
@@ -19,8 +22,6 @@ __all__ = [
     "clip_frame_consistency",
     "clip_text_score",
 ]
-
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -90,19 +91,12 @@ class ClipFeatures:
         return torch.cat(out)
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-
-
 def _load(name: str):
     """``(CLIPModel, CLIPProcessor)`` from a local folder, the hub cache, or the hub."""
     from transformers import CLIPModel, CLIPProcessor
 
+    check_clip_name(name)
     path = Path(name).expanduser()
-    if path.is_file():
-        raise FileNotFoundError(f"expected a CLIP model folder or hub id, got a file: {path}")
-    if _looks_like_path(name) and not path.is_dir():
-        raise FileNotFoundError(f"CLIP model folder not found: {path}")
     source = str(path) if path.is_dir() else name
     attempts = [{"local_files_only": True}] if path.is_dir() else [{"local_files_only": True}, {}]
     error: Exception | None = None

@@ -1,36 +1,54 @@
-"""Evaluating videos with the suite: one video, or a manifest of many with resumable results."""
+"""Evaluating videos with the suite: one video, or a manifest of many with resumable results.
+
+:func:`plan_jobs` decides, before any model loads, what each row is read as (frames, size) and
+whether a stored result is still valid for it (:func:`~.inputs.result_key`: the video's content
+and the settings); :func:`evaluate_jobs` evaluates the rest, appending each result to a
+:class:`ResultsLog` as soon as it exists.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..outputs import write_errors, write_text_atomic
 from .clip import ClipFeatures, clip_frame_allpairs, clip_frame_consistency, clip_text_score
 from .flow import FlowEstimator, flow_metrics
+from .inputs import file_digest, result_key, short_names
+from .report import COLUMNS, markdown_table, plot_methods, write_csv
 
 __all__ = [
     "COLUMNS",
+    "Job",
+    "ResultsLog",
     "evaluate_frames",
-    "evaluate_rows",
+    "evaluate_jobs",
     "markdown_table",
+    "plan_jobs",
     "plot_methods",
-    "read_manifest",
-    "with_source_rows",
     "write_csv",
 ]
 
-COLUMNS = ("clip_text", "clip_frame", "clip_frame_allpairs", "warp_error", "flow_magnitude")
+Reader = Callable[[str, int | None, tuple[int, int] | None], np.ndarray]
+_KEEP_IN_MEMORY = 256 * 2**20  # decoded frames kept from the check to the evaluation (bytes)
 
 
 def evaluate_frames(
-    frames: np.ndarray, prompt: str | None, clip: ClipFeatures | None, flow: FlowEstimator
+    frames: np.ndarray,
+    prompt: str | None,
+    clip: ClipFeatures | None,
+    flow: FlowEstimator,
+    *,
+    progress: bool | str = False,
 ) -> dict[str, float | None]:
-    """All metrics of ``uint8 (f, h, w, 3)`` frames; CLIP ones are None without ``clip``."""
+    """All metrics of ``uint8 (f, h, w, 3)`` frames; CLIP ones are None without ``clip``;
+    ``progress`` (True or a label) shows a bar over the frame pairs of the flow metrics."""
     scores: dict[str, float | None] = dict.fromkeys(COLUMNS)
     if clip is not None:
         embeds = clip.images(frames)
@@ -38,157 +56,175 @@ def evaluate_frames(
             scores["clip_text"] = clip_text_score(clip.text([prompt])[0], embeds)
         scores["clip_frame"] = clip_frame_consistency(embeds)
         scores["clip_frame_allpairs"] = clip_frame_allpairs(embeds)
-    scores.update(flow_metrics(frames, flow))
+    scores.update(flow_metrics(frames, flow, progress=progress))
     return scores
 
 
-def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Rows with ``video``, ``prompt`` and optional ``method``, ``source`` from CSV / JSON / YAML.
+@dataclass
+class Job:
+    """One row to evaluate: how its video is read, its result's key, and the stored result
+    (``cached``) when one is still valid."""
 
-    Relative video paths are taken relative to the manifest's folder.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    elif path.suffix.lower() in (".json", ".yaml", ".yml"):
-        import yaml
-
-        rows = yaml.safe_load(path.read_text())  # JSON is YAML
-        rows = rows.get("videos", rows) if isinstance(rows, dict) else rows
-    else:
-        raise ValueError(f"expected a .csv, .json or .yaml manifest, got {path.name}")
-    if not isinstance(rows, list) or not rows:
-        raise ValueError(f"expected a non-empty list of rows in {path}")
-    out = []
-    for i, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or not row.get("video") or not row.get("prompt"):
-            raise ValueError(f"{path}: row {i} needs 'video' and 'prompt', got {row!r}")
-        clean = {k: str(v) for k, v in row.items() if v not in (None, "")}
-        for key in ("video", "source"):
-            if key in clean and not Path(clean[key]).is_absolute():
-                clean[key] = str(path.parent / clean[key])
-        out.append(clean)
-    return out
+    row: dict[str, str]
+    frames: int | None  # frames read (None: all)
+    size: tuple[int, int] | None  # (h, w) read (None: as stored)
+    key: str
+    cached: dict | None = None
+    shape: tuple[int, int, int] | None = None  # (f, h, w) as read
+    data: np.ndarray | None = field(default=None, repr=False)
 
 
-def with_source_rows(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """``rows`` preceded by one reference row (method ``source``) per distinct ``source``
-    video, scored against the prompt of the first row that names it."""
-    sources: dict[str, dict[str, str]] = {}
-    for row in rows:
-        if row.get("source") and row["source"] not in sources:
-            sources[row["source"]] = {
-                "video": row["source"],
-                "prompt": row.get("prompt", ""),
-                "method": "source",
-            }
-    return [*sources.values(), *rows]
+def _read_checked(read: Reader, job: Job) -> np.ndarray:
+    frames = read(job.row["video"], job.frames, job.size)
+    if len(frames) < 2:
+        raise ValueError(f"expected a video of at least 2 frames, {job.row['video']} has 1")
+    job.shape = frames.shape[:3]
+    return frames
 
 
-def evaluate_rows(
+def plan_jobs(
     rows: Sequence[dict[str, str]],
-    read: Callable[[str], np.ndarray],
+    references: dict[str, list[int]],
+    read: Reader,
+    *,
+    frames: int | None,
+    size: int | None,
+    settings: dict[str, Any],
+    done: dict[str, dict],
+) -> list[Job]:
+    """A :class:`Job` per row, every video read once (or found in ``done``) to check it.
+
+    ``references`` maps the index of a reference row (a source) to the rows it is compared
+    with: it is read at their frame count and size, unless ``frames`` / ``size`` say
+    otherwise. Other rows are read with ``frames`` / ``size`` (None: as stored).
+    """
+    names = short_names([row["video"] for row in rows])
+    digests: dict[str, str] = {}
+    jobs: dict[int, Job] = {}
+    kept = 0
+
+    def job_for(i: int, n: int | None, hw: tuple[int, int] | None) -> Job:
+        nonlocal kept
+        row = {**rows[i], "name": names[i]}
+        digest = digests.setdefault(row["video"], file_digest(row["video"]))
+        key = result_key(digest, row, {**settings, "frames": n, "size": hw})
+        job = Job(row, n, hw, key, done.get(key))
+        if job.cached is not None:
+            c = job.cached
+            job.shape = (c["frames"], c["height"], c["width"])
+        else:
+            data = _read_checked(read, job)
+            if kept + data.nbytes <= _KEEP_IN_MEMORY:
+                job.data, kept = data, kept + data.nbytes
+        return job
+
+    square = None if size is None else (size, size)
+    for i in range(len(rows)):
+        if i not in references:
+            jobs[i] = job_for(i, frames, square)
+    for i, compared in references.items():
+        f, h, w = jobs[compared[0]].shape
+        jobs[i] = job_for(i, frames or f, square or (h, w))
+    return [jobs[i] for i in range(len(rows))]
+
+
+def evaluate_jobs(
+    jobs: Sequence[Job],
+    read: Reader,
     clip: ClipFeatures | None,
     flow: FlowEstimator,
     *,
-    results_path: Path | None = None,
+    log: ResultsLog | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Evaluate each row's video; with ``results_path`` (JSON lines) every result is appended
-    as soon as it exists and rows already there are not evaluated again (resume)."""
+    """Each job's result (its stored one when valid), in order; new results go to ``log``
+    as soon as they exist."""
     from tqdm.auto import tqdm
 
-    done = _read_results(results_path) if results_path else {}
+    todo = [job for job in jobs if job.cached is None]
+    bar = tqdm(total=len(todo), desc="eval", unit="video", disable=not progress or len(todo) < 2)
     results = []
-    for row in tqdm(rows, desc="eval", unit="video", disable=not progress or len(rows) < 2):
-        key = _key(row)
-        if key in done:
-            results.append(done[key])
+    for job in jobs:
+        if job.cached is not None:
+            results.append({**job.cached, "name": job.row["name"]})
             continue
-        result = {**row, **evaluate_frames(read(row["video"]), row.get("prompt"), clip, flow)}
-        if results_path:
-            _append(results_path, result)
+        frames = job.data if job.data is not None else _read_checked(read, job)
+        job.data = None
+        label = f"flow {job.row['name']}" if progress else False
+        scores = evaluate_frames(frames, job.row.get("prompt"), clip, flow, progress=label)
+        f, h, w = frames.shape[:3]
+        result = {**job.row, "frames": f, "height": h, "width": w, **scores, "key": job.key}
+        if log is not None:
+            log.append(result)
         results.append(result)
+        bar.update(1)
+    bar.close()
     return results
 
 
-def _key(row: dict) -> str:
-    return json.dumps([row.get("video"), row.get("prompt"), row.get("method")])
+class ResultsLog:
+    """``results.jsonl``: one JSON result per line, appended as they come, so a rerun resumes.
 
+    Results are looked up by their ``key``; :meth:`keep_only` drops the ones no current row
+    has (another video content, other settings, a line cut by a crash). A failed append
+    leaves the file as it was (or no file), never an empty or half-written one.
+    """
 
-def _read_results(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    results = {}
-    for line in path.read_text().splitlines():
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _entries(self) -> tuple[list[dict], int]:
+        if not self.path.is_file():
+            return [], 0
+        entries, bad = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash: evaluate that video again
+                bad += 1
+                continue
+            if isinstance(entry, dict) and entry.get("key"):
+                entries.append(entry)
+            else:
+                bad += 1  # a result of an older version, without a key
+        return entries, bad
+
+    def read(self) -> dict[str, dict]:
+        return {entry["key"]: entry for entry in self._entries()[0]}
+
+    def keep_only(self, keys: set[str]) -> int:
+        """Rewrite the file with only the results whose key is in ``keys``; return how many
+        lines were dropped."""
+        entries, bad = self._entries()
+        kept = [e for e in entries if e["key"] in keys]
+        dropped = bad + len(entries) - len(kept)
+        if dropped and kept:
+            write_text_atomic(self.path, "".join(json.dumps(e) + "\n" for e in kept))
+        elif dropped:
+            with write_errors(self.path):
+                self.path.unlink()
+        return dropped
+
+    def append(self, result: dict) -> None:
+        line = json.dumps(result) + "\n"
+        existed = self.path.is_file()
+        size = self.path.stat().st_size if existed else 0
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a crash: evaluate that video again
-            continue
-        results[_key(entry)] = entry
-    return results
+            with write_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a") as handle:
+                    handle.write(line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except BaseException:  # disk full, Ctrl-C: no half line, no empty file
+            self._undo(existed, size)
+            raise
 
-
-def _append(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cut = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as handle:
-        handle.write(("\n" if cut else "") + json.dumps(result) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _cell(value) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def markdown_table(results: Sequence[dict]) -> str:
-    """One row per video (with its method, if given)."""
-    head = "| video | method | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|---|---|" + "---:|" * len(COLUMNS)]
-    for r in results:
-        cells = " | ".join(_cell(r.get(c)) for c in COLUMNS)
-        lines.append(f"| {Path(r['video']).name} | {r.get('method', '')} | {cells} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, results: Sequence[dict]) -> None:
-    keys = ["video", "prompt", "method", "source", *COLUMNS]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
-    os.replace(tmp, path)
-
-
-def plot_methods(path: Path, results: Sequence[dict]) -> Path:
-    """Bar chart of each metric's mean per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = sorted({r.get("method", "") or "(none)" for r in results})
-    columns = [c for c in COLUMNS if any(r.get(c) is not None for r in results)]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3 * len(columns), 3.4), squeeze=False)
-    for ax, column in zip(axes[0], columns, strict=True):
-        means = []
-        for method in methods:
-            values = [r[column] for r in results if (r.get("method", "") or "(none)") == method
-                      and r.get(column) is not None]  # fmt: skip
-            means.append(float(np.mean(values)) if values else 0.0)
-        ax.bar(range(len(methods)), means, color=[f"C{i}" for i in range(len(methods))])
-        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
-        ax.set_title(column, fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    def _undo(self, existed: bool, size: int) -> None:
+        try:
+            if existed:
+                os.truncate(self.path, size)
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -1,37 +1,38 @@
-"""Optical-flow warping error and flow magnitude, with pluggable flow estimators.
+"""Optical-flow warping error and flow magnitude, with pluggable flow estimators (suite v2).
 
 A flow estimator is any callable ``estimator(a, b) -> flow``: ``a``, ``b`` are ``uint8
 (h, w, 3)`` frames, ``flow`` is float32 ``(h, w, 2)`` in pixels (x then y) such that the pixel
 at ``p`` in ``a`` is found at ``p + flow[p]`` in ``b``. Two ship: :class:`DISFlow` (OpenCV's
-DIS, weights-free, fast on a CPU) and :class:`RaftFlow` (torchvision's RAFT).
+DIS, weights-free, fast on a CPU) and :class:`~inr_smooth.metrics.raft.RaftFlow`
+(torchvision's RAFT, in its own module).
+
+Numpy only (no torch): the warp is our own bilinear sampler, exact for integer flows.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from . import CONSISTENCY
 
 __all__ = [
     "CONSISTENCY",
     "DISFlow",
     "FlowEstimator",
-    "RaftFlow",
     "consistent_mask",
     "flow_magnitude",
     "flow_metrics",
+    "in_frame_mask",
+    "kept_pixels",
     "warp",
     "warp_error",
 ]
 
 FlowEstimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
-# forward-backward check (Sundaram et al. 2010; Ruder et al. 2016): a pixel is kept when
-# |f_fw + f_bw(p + f_fw)|^2 < A (|f_fw|^2 + |f_bw(p + f_fw)|^2) + B
-CONSISTENCY = (0.01, 0.5)
 
 
 def _check_video(frames: np.ndarray) -> None:
@@ -41,20 +42,47 @@ def _check_video(frames: np.ndarray) -> None:
         raise ValueError(f"expected frames of shape (f >= 2, h, w, 3), got {frames.shape}")
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp: ``out[p] = image[p + flow[p]]`` (bilinear, border clamp).
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xs, ys
 
-    ``image`` is ``(h, w, c)`` float, ``flow`` ``(h, w, 2)``; returns ``(h, w, c)`` float32.
+
+def _targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x + flow_x, y + flow_y)``: float32 pixel coordinates, each ``(h, w)`` (exact for
+    integer flows)."""
+    xs, ys = _grid(*flow.shape[:2])
+    return xs + flow[..., 0], ys + flow[..., 1]
+
+
+def in_frame_mask(flow: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: pixels whose flow target ``p + flow[p]`` lies inside the frame (pixel
+    centres ``0 .. w - 1`` by ``0 .. h - 1``, the area where bilinear sampling needs no border
+    value)."""
+    h, w = flow.shape[:2]
+    tx, ty = _targets(flow)
+    return (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward warp: ``out[p] = image[p + flow[p]]`` (bilinear; targets outside the frame
+    are clamped to its border).
+
+    ``image`` is ``(h, w, c)``, ``flow`` ``(h, w, 2)``; returns ``(h, w, c)`` float32. An
+    integer flow copies pixels exactly (its bilinear weights are exactly 0 and 1).
     """
     h, w = flow.shape[:2]
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32),
-                         indexing="ij")  # fmt: skip
-    grid_x = (xs + flow[..., 0]) / max(w - 1, 1) * 2 - 1
-    grid_y = (ys + flow[..., 1]) / max(h - 1, 1) * 2 - 1
-    grid = torch.from_numpy(np.stack([grid_x, grid_y], -1)[None].astype(np.float32))
-    src = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out[0].permute(1, 2, 0).numpy()
+    tx, ty = _targets(np.asarray(flow, dtype=np.float32))
+    np.clip(tx, 0, w - 1, out=tx)
+    np.clip(ty, 0, h - 1, out=ty)
+    x0, y0 = tx.astype(np.intp), ty.astype(np.intp)  # floor: the coordinates are >= 0
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    wx, wy = (tx - x0)[..., None], (ty - y0)[..., None]
+    src = np.asarray(image, dtype=np.float32).reshape(h * w, -1)
+    top, bottom = y0 * w, y1 * w
+    upper = src[top + x0] * (1 - wx) + src[top + x1] * wx
+    lower = src[bottom + x0] * (1 - wx) + src[bottom + x1] * wx
+    return upper * (1 - wy) + lower * wy
 
 
 def consistent_mask(
@@ -66,7 +94,8 @@ def consistent_mask(
 
     ``forward`` maps frame A to B, ``backward`` B to A (both ``(h, w, 2)``). A pixel ``p`` is
     kept when ``|f_fw + f_bw(p + f_fw)|^2 < a (|f_fw|^2 + |f_bw(p + f_fw)|^2) + b`` with
-    ``(a, b) = consistency``; ``consistency=None`` keeps every pixel.
+    ``(a, b) = consistency``; ``consistency=None`` keeps every pixel. (Whether ``p + f_fw``
+    lies in the frame is a separate test: :func:`in_frame_mask`.)
     """
     if consistency is None:
         return np.ones(forward.shape[:2], dtype=bool)
@@ -77,15 +106,41 @@ def consistent_mask(
     return error < bound
 
 
+def kept_pixels(
+    to_prev: np.ndarray, to_cur: np.ndarray, consistency: tuple[float, float] | None
+) -> np.ndarray:
+    """The pixels of frame i+1 that the warp error compares: their flow to frame i lands
+    inside frame i, and the flow back undoes it (:func:`consistent_mask`)."""
+    return in_frame_mask(to_prev) & consistent_mask(to_prev, to_cur, consistency)
+
+
 def _pair_warp_error(
     prev: np.ndarray, cur: np.ndarray, to_prev: np.ndarray, to_cur: np.ndarray, consistency
 ) -> float:
-    """|cur - warp(prev, to_prev)| in [0, 1], mean over channels and consistent pixels (all
-    pixels when none is consistent, e.g. a cut)."""
-    mask = consistent_mask(to_prev, to_cur, consistency)
+    """|cur - warp(prev, to_prev)| in [0, 1], mean over channels and kept pixels
+    (:func:`kept_pixels`; all pixels when none is kept, e.g. a cut)."""
+    mask = kept_pixels(to_prev, to_cur, consistency)
     warped = warp(prev.astype(np.float32) / 255, to_prev)
     diff = np.abs(cur.astype(np.float32) / 255 - warped).mean(-1)  # (h, w)
     return float(diff[mask].mean()) if mask.any() else float(diff.mean())
+
+
+def _pair_flows(
+    frames: np.ndarray, estimator: FlowEstimator, *, backward: bool, progress: bool | str = False
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(prev, cur, flow prev -> cur, flow cur -> prev or None)`` per consecutive pair; with
+    ``progress`` (True or a label) a tqdm bar counts the pairs."""
+    _check_video(frames)
+    pairs = itertools.pairwise(frames)
+    if progress:
+        from tqdm.auto import tqdm
+
+        label = progress if isinstance(progress, str) else "flow"
+        pairs = tqdm(pairs, total=len(frames) - 1, desc=label, unit="pair", leave=False)
+    for prev, cur in pairs:
+        to_cur = _checked(estimator(prev, cur), prev)  # flow from frame i to frame i+1
+        to_prev = _checked(estimator(cur, prev), cur) if backward else None  # i+1 to i
+        yield prev, cur, to_cur, to_prev
 
 
 def flow_metrics(
@@ -93,16 +148,22 @@ def flow_metrics(
     estimator: FlowEstimator,
     *,
     consistency: tuple[float, float] | None = CONSISTENCY,
+    progress: bool | str = False,
 ) -> dict[str, float]:
-    """``{"warp_error", "flow_magnitude"}`` of ``uint8 (f, h, w, 3)`` frames from two flows per
-    consecutive pair (the same numbers as :func:`warp_error` and :func:`flow_magnitude`)."""
-    _check_video(frames)
+    """``{"warp_error", "flow_magnitude"}`` of ``uint8 (f >= 2, h, w, 3)`` frames from two
+    flows per consecutive pair.
+
+    ``warp_error``: mean |frame_{i+1} - warp(frame_i, flow_{i+1 -> i})|, pixels in [0, 1],
+    over channels and the pixels of :func:`kept_pixels` (flow target inside frame i, passing
+    the forward-backward check ``consistency=(a, b)``; ``None``: only the frame test), then
+    over the ``f - 1`` pairs. ``flow_magnitude``: mean length in pixels of the flow from frame
+    i to i+1 over pixels and pairs.
+    """
     errors, lengths = [], []
-    for prev, cur in itertools.pairwise(frames):
-        to_prev = _checked(estimator(cur, prev), cur)  # flow from frame i+1 to frame i
-        to_cur = _checked(estimator(prev, cur), prev)  # flow from frame i to frame i+1
+    for prev, cur, to_cur, to_prev in _pair_flows(frames, estimator, backward=True,
+                                                  progress=progress):  # fmt: skip
         errors.append(_pair_warp_error(prev, cur, to_prev, to_cur, consistency))
-        lengths.append(float(np.linalg.norm(to_cur, axis=-1).mean()))
+        lengths.append(_mean_length(to_cur))
     return {"warp_error": float(np.mean(errors)), "flow_magnitude": float(np.mean(lengths))}
 
 
@@ -112,30 +173,20 @@ def warp_error(
     *,
     consistency: tuple[float, float] | None = CONSISTENCY,
 ) -> float:
-    """Mean |frame_{i+1} - warp(frame_i, flow_{i+1 -> i})| over consistent pixels, pixels in
-    [0, 1], averaged over channels, pixels and the ``f - 1`` consecutive pairs.
-
-    ``frames`` is ``uint8 (f >= 2, h, w, 3)``; ``consistency=(a, b)`` is the forward-backward
-    check of :func:`consistent_mask` (``None``: every pixel counts).
-    """
-    _check_video(frames)
-    errors = []
-    for prev, cur in itertools.pairwise(frames):
-        to_prev = _checked(estimator(cur, prev), cur)  # flow from frame i+1 to frame i
-        to_cur = _checked(estimator(prev, cur), prev)
-        errors.append(_pair_warp_error(prev, cur, to_prev, to_cur, consistency))
-    return float(np.mean(errors))
+    """The ``warp_error`` of :func:`flow_metrics`."""
+    return flow_metrics(frames, estimator, consistency=consistency)["warp_error"]
 
 
 def flow_magnitude(frames: np.ndarray, estimator: FlowEstimator) -> float:
-    """Mean length in pixels of the flow from frame i to i+1 over pixels and consecutive pairs
-    of ``uint8 (f >= 2, h, w, 3)`` frames (how much things move)."""
-    _check_video(frames)
-    lengths = [
-        float(np.linalg.norm(_checked(estimator(a, b), a), axis=-1).mean())
-        for a, b in itertools.pairwise(frames)
-    ]
+    """The ``flow_magnitude`` of :func:`flow_metrics` (one flow per pair: how much things
+    move)."""
+    pairs = _pair_flows(frames, estimator, backward=False)
+    lengths = [_mean_length(to_cur) for _, _, to_cur, _ in pairs]
     return float(np.mean(lengths))
+
+
+def _mean_length(flow: np.ndarray) -> float:
+    return float(np.linalg.norm(flow, axis=-1).mean())
 
 
 def _checked(flow: np.ndarray, frame: np.ndarray) -> np.ndarray:
@@ -175,85 +226,3 @@ class DISFlow:
         gray_a = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
         gray_b = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
         return self._dis.calc(gray_a, gray_b, None).astype(np.float32)
-
-
-class RaftFlow:
-    """torchvision's RAFT (Teed and Deng 2020), large by default.
-
-    Weights come from torchvision's cache (downloaded once, online) or from ``weights``, a
-    ``.pth`` state dict read with ``weights_only=True``. Frame sides must be multiples of 8
-    and at least 128.
-    """
-
-    name = "raft"
-
-    def __init__(
-        self,
-        weights: str | Path | None = None,
-        *,
-        large: bool = True,
-        device=None,
-        iterations: int = 12,
-    ):
-        from torchvision.models import optical_flow as of
-
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        build = of.raft_large if large else of.raft_small
-        default = of.Raft_Large_Weights.DEFAULT if large else of.Raft_Small_Weights.DEFAULT
-        if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"RAFT weights not found: {path}")
-            model = build(weights=None)
-            _load_raft_state(model, path, "large" if large else "small")
-        else:
-            try:
-                model = build(weights=default)
-            except Exception as exc:  # URLError, OSError, ... when offline with an empty cache
-                raise FileNotFoundError(
-                    f"RAFT weights are not in torchvision's cache and could not be downloaded "
-                    f"({type(exc).__name__}); pass --raft-weights PATH or use --flow dis"
-                ) from None
-        self.model = model.eval().to(self.device)
-        self.large = large
-        self.iterations = iterations  # RAFT's recurrent refinements (torchvision default 12)
-
-    def __repr__(self) -> str:
-        return f"RaftFlow(large={self.large}, iterations={self.iterations})"
-
-    @torch.no_grad()
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        h, w = a.shape[:2]
-        if h % 8 or w % 8 or min(h, w) < 128:
-            raise ValueError(
-                f"RAFT needs frame sides that are multiples of 8 and at least 128 (its "
-                f"correlation pyramid), got {h}x{w}: pass --size or use --flow dis"
-            )
-
-        def prep(x):  # uint8 (h, w, 3) -> (1, 3, h, w) in [-1, 1]
-            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()
-            return (t / 127.5 - 1).to(self.device)
-
-        flows = self.model(prep(a), prep(b), num_flow_updates=self.iterations)
-        flow = flows[-1]  # the last refinement, (1, 2, h, w)
-        return flow[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
-
-
-def _load_raft_state(model: torch.nn.Module, path: Path, size: str) -> None:
-    """Load a RAFT state dict saved with ``torch.save`` (read with ``weights_only=True``)."""
-    expected = f"expected a torchvision RAFT {size} state dict in {path}"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, or one holding more than tensors
-        raise ValueError(f"{expected}, could not read it ({type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{expected}, found a {type(state).__name__}")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError:  # tensors of other shapes: the other RAFT size
-        raise ValueError(f"{expected}, found tensors of other shapes (the other size?)") from None
-    if missing or unexpected:
-        raise ValueError(
-            f"{expected}, found {len(missing)} missing and {len(unexpected)} unexpected keys "
-            f"(e.g. {(missing or unexpected)[0]!r})"
-        )
