@@ -74,7 +74,7 @@ def test_demo_command_writes_its_outputs(tiny_sd_folder, tmp_path, capsys):
                  "--tune-steps", "1", "--inference-steps", "2", "--output", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "chart.png", "comparison.gif", "comparison.mp4", "results.json", "table.md"
+        "chart.png", "comparison.gif", "comparison.mp4", "results.json", "source.gif", "table.md"
     ]  # fmt: skip
     assert "| tune:inr |" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())

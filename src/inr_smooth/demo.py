@@ -3,8 +3,9 @@
 The demo takes one synthetic clip ("a red circle moving right on a blue background"), asks for
 an edit ("a green square ..."), runs every method of :mod:`inr_smooth.quality` on the shipped
 inr-smooth-mini model, scores the outputs with exact ground truth, and writes into the output
-folder: ``comparison.mp4`` / ``.gif`` (all outputs side by side, labelled), ``table.md``,
-``chart.png`` and ``results.json``.
+folder: ``comparison.mp4`` / ``.gif`` (all outputs side by side, labelled), ``source.gif``
+(the source clip, to try the other commands on), ``table.md``, ``chart.png`` and
+``results.json``.
 
 Output folders are written whole (:func:`~inr_smooth.outputs.atomic_folder`): a failure or
 Ctrl-C leaves the previous output or nothing. A folder is replaced only when it is empty or a
@@ -55,7 +56,7 @@ __all__ = [
 DEMO_SCENE = Scene(color="red", shape="circle", motion="right", background_color="blue")
 DEMO_TARGET = DEMO_SCENE.edited(color="green", shape="square")
 REPORT_FILES = ("table.md", "chart.png", "results.json")
-DEMO_FILES = ("comparison.mp4", "comparison.gif", *REPORT_FILES)
+DEMO_FILES = ("comparison.mp4", "comparison.gif", "source.gif", *REPORT_FILES)
 
 
 def check_report_folder(folder: str | Path, files: Sequence[str] = REPORT_FILES,
@@ -164,7 +165,7 @@ def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) 
     """Run the demo into ``output`` (replaced whole when complete); returns the report."""
     from tqdm.auto import tqdm
 
-    from .video_io import write_side_by_side
+    from .video_io import write_side_by_side, write_video
 
     output = check_report_folder(output, DEMO_FILES)
     bar = tqdm(total=len(METHODS), desc="demo", unit="method", disable=not progress)
@@ -193,5 +194,7 @@ def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) 
     with writing_folder(output) as tmp:
         for suffix in (".mp4", ".gif"):
             write_side_by_side(tmp / f"comparison{suffix}", videos, labels, fps=4, columns=3)
+        write_video(tmp / "source.gif", result["source"]["video"], fps=4)  # to try the CLI on
         report = write_report(tmp, [result], settings, title, scenes)
-    return f"{report}\nwrote {output}/comparison.mp4, comparison.gif, {', '.join(REPORT_FILES)}"
+    files = ", ".join(["comparison.gif", "source.gif", *REPORT_FILES])
+    return f"{report}\nwrote {output}/comparison.mp4, {files}"
