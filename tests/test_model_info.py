@@ -100,6 +100,19 @@ def test_an_uncached_hub_id_without_network_fails_at_once_in_one_line(tmp_path, 
     assert seconds < 15
 
 
+def test_an_uncached_clip_without_network_fails_at_once_in_one_line(tmp_path):
+    from inr_smooth.synthetic import Scene, render
+    from inr_smooth.video_io import write_video
+
+    video = write_video(tmp_path / "v.gif", render(Scene(), frames=3, size=32))
+    args = ["eval", str(video), "--prompt", "a red circle", "--flow", "dis"]
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    done, seconds = _run_cli(args, env)
+    assert done.returncode == 2 and seconds < 15
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be reached" in lines[0] and "--no-clip" in lines[0]
+
+
 def test_argument_errors_come_before_torch_is_imported(tmp_path):
     code = (
         "import sys\nfrom inr_smooth.cli import main\n"

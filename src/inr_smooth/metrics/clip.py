@@ -6,6 +6,7 @@ Scores are raw cosine similarities in [-1, 1] (papers often print 100 x cosine).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -93,17 +94,24 @@ class ClipFeatures:
 
 def _load(name: str):
     """``(CLIPModel, CLIPProcessor)`` from a local folder, the hub cache, or the hub."""
-    from transformers import CLIPModel, CLIPProcessor
-
     check_clip_name(name)
     path = Path(name).expanduser()
     source = str(path) if path.is_dir() else name
     attempts = [{"local_files_only": True}] if path.is_dir() else [{"local_files_only": True}, {}]
+    if not path.is_dir() and not _cached(name) and not _hub_usable():  # before any download
+        raise FileNotFoundError(
+            f"the CLIP model {name!r} is not in the local Hugging Face cache and the hub "
+            "cannot be reached (or HF_HUB_OFFLINE is set): pass --clip-model a local "
+            "CLIPModel folder, or --no-clip"
+        )
+    from transformers import CLIPModel, CLIPProcessor
+
     error: Exception | None = None
     for kwargs in attempts:  # the hub cache first: no network round trip when it is filled
         try:
-            return (CLIPModel.from_pretrained(source, **kwargs),
-                    CLIPProcessor.from_pretrained(source, **kwargs))  # fmt: skip
+            with _quiet():
+                return (CLIPModel.from_pretrained(source, **kwargs),
+                        CLIPProcessor.from_pretrained(source, **kwargs))  # fmt: skip
         except (OSError, ValueError, TypeError, KeyError) as exc:
             error = exc
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -112,6 +120,37 @@ def _load(name: str):
         "CLIPModel folder or hub id; a hub id needs network access or a filled cache: pass "
         "--clip-model a local folder, or --no-clip)"
     ) from None
+
+
+def _cached(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+def _hub_usable() -> bool:
+    """Whether a download can be tried: not offline, and the hub answers within seconds (one
+    connection attempt, instead of minutes of retries)."""
+    import os
+
+    from huggingface_hub import constants
+
+    from ..model_info import hub_reachable
+
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true")
+    return not offline and hub_reachable()
+
+
+@contextmanager
+def _quiet():
+    """No "Loading weights" progress bars while the model loads."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.enable_progress_bar()
 
 
 def _features(output) -> Tensor:
