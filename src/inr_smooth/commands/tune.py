@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--size", type=int,
                     help="frame side in pixels (the model's native size: SD 512, mini 64)")
     tr.add_argument("--start", type=int, help="first frame index (0)")
-    tr.add_argument("--stride", type=int, help="take every N-th frame (2)")
+    tr.add_argument("--stride", type=int, help="take every N-th frame (model's, else 2)")
     tr.add_argument("--resize", choices=("exact", "crop"),
                     help="exact: squash to the size (Tune-A-Video's); crop: keep the aspect "
                     "ratio and crop the centre (exact)")  # fmt: skip

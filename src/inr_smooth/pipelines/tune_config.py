@@ -40,6 +40,7 @@ DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal.attn", "temporal.norm
 TUNE_DEFAULTS = {
     "frames": 24,
     "size": None,
+    "stride": 2,
     "steps": 500,
     "learning_rate": 3e-5,
     "inference_steps": 50,
@@ -73,7 +74,7 @@ class TuneConfig:
     frames: int | None = None  # None: the model's recommendation, else 24
     size: int | None = None  # None: the model's native size (SD 1.x: 512, mini: 64)
     start: int = 0
-    stride: int = 2
+    stride: int | None = None  # take every N-th frame; None: the model's, else 2
     resize: Literal["exact", "crop"] = "exact"  # exact: Tune-A-Video's (no crop)
     latent_sampling: Literal["posterior", "mean"] = "posterior"  # posterior: a VAE sample a step
     # tuning
@@ -106,7 +107,7 @@ class TuneConfig:
             (frames >= 2, f"frames must be at least 2, got {frames}"),
             (size >= 8 and size % 8 == 0, f"size must be a positive multiple of 8, got {size}"),
             (steps >= 1, f"steps must be at least 1, got {steps}"),
-            (self.stride >= 1 and self.start >= 0,
+            (or_unset(self.stride, 1) >= 1 and self.start >= 0,
              f"expected start >= 0 and stride >= 1, got start={self.start}, stride={self.stride}"),
             (1 <= inference <= 1000, f"inference_steps must be in 1..1000, got {inference}"),
             (finite(lr) and lr > 0, f"learning_rate must be a finite number > 0, got {lr}"),
