@@ -108,6 +108,9 @@ def with_flag(args: list[str], flag: str, value: str | None) -> list[str]:
         ("--frames", "1", "frames must be at least 2"),
         ("--blend-words", "tiger", "blend word 'tiger' is not in"),
         ("--inversion-weight", "2", "must be in [0, 1]"),
+        ("--reweight", "tiger=2", "reweight word 'tiger' is not in the edit prompt"),
+        ("--reweight", "green", "expected reweight entries as WORD=SCALE"),
+        ("--cross-replace", "1.5", "cross_replace must be a fraction in [0, 1]"),
         ("--prompt", None, "--prompt required"),
         ("--output", "{tmp}/full", "exists and is not empty"),
     ],
@@ -146,5 +149,7 @@ def test_help_teaches_the_options(capsys):
         main(["edit", "--help"])
     text = capsys.readouterr().out
     for phrase in ("--inversion-weight GAMMA", "final_step", "every_step", "implied",
-                   "--self-replace", "--blend-words", "--cache-dir", "examples:"):  # fmt: skip
+                   "--self-replace", "--blend-words", "--cache-dir", "examples:",
+                   "--cross-replace FRACTION", "--reweight WORD=SCALE", "--controller",
+                   "middle", "--cross-frame-min-channels"):  # fmt: skip
         assert phrase in text

@@ -27,7 +27,11 @@ from inr_smooth.pipelines.attention_fusion import (
 from inr_smooth.pipelines.attention_store import AttentionStore
 from inr_smooth.pipelines.components import encode_prompts, load_parts
 from inr_smooth.pipelines.guidance import guided_noise_fn
-from inr_smooth.pipelines.p2p_attention import estimate_control_bytes
+from inr_smooth.pipelines.p2p_attention import (
+    blend_layers,
+    cross_attention_layers,
+    estimate_control_bytes,
+)
 from tiny_models import randomize_, tiny_unet2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -281,6 +285,14 @@ def test_sd_sized_plan_and_store_estimate():
     assert len(plan.layers) == 11 and len(plan.steps) == 25
     stored = estimate_store_bytes(video_unet, plan, num_frames=8, latent_hw=(64, 64))
     assert 1.8 * 2**30 < stored < 1.9 * 2**30  # vs. 266 GiB as float32 maps
+    # FateZero's cross-attention layers (at most 32x32 queries) and its five 16x16 blend layers
+    assert len(cross_attention_layers(video_unet, 2)) == 11
+    blend = blend_layers(video_unet)
+    assert set(blend.values()) == {4} and sorted(blend) == [
+        f"{block}.attentions.{i}.transformer_blocks.0.spatial.attn2"
+        for block, i in [("down_blocks.2", 0), ("down_blocks.2", 1), ("up_blocks.1", 0),
+                         ("up_blocks.1", 1), ("up_blocks.1", 2)]
+    ]  # fmt: skip
 
 
 @torch.no_grad()

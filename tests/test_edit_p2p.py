@@ -17,6 +17,7 @@ from inr_smooth.pipelines.attention_fusion import estimate_store_bytes
 from inr_smooth.pipelines.components import encode_prompts, load_parts
 from inr_smooth.pipelines.edit import EditConfig, edit
 from inr_smooth.pipelines.guidance import guided_noise_fn
+from inr_smooth.pipelines.inversion_cache import cache_key
 from inr_smooth.pipelines.p2p_attention import (
     ControlPlan,
     MapReplaceProcessor,
@@ -165,7 +166,7 @@ def test_words_not_in_their_prompt_and_impossible_swaps_are_one_line_errors():
     with pytest.raises(ValueError, match="cross_replace must be a fraction"):
         EditConfig(**base, cross_replace=1.5)
     assert EditConfig(**base, cross_replace={"default_": 1, "green": [0.2, 0.5]}).cross_replace \
-        == {"default": 1.0, "green": (0.2, 0.5)}  # fmt: skip
+        == {"default": 1.0, "green": [0.2, 0.5]}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- "batch" processors
@@ -280,3 +281,29 @@ def test_edit_end_to_end_on_mini_from_the_cli(tmp_path, capsys, kind):
     assert (kind == "shape") == bool(log["prompt_control"]["blend_layers"])
     written = [p for p in (tmp_path / "out").glob("*.mp4") if "side-by-side" not in p.name]
     assert len(written) == 1 and read_video(written[0]).shape == (4, 64, 64, 3)
+
+
+@torch.no_grad()
+def test_the_cache_keys_the_plan_and_round_trips_the_cross_maps(parts, tmp_path):
+    frames = source_frames()
+
+    def key(**change):
+        settings = {"cross_replace": 0.8, **change}
+        return cache_key(make_pipeline(parts, **settings).cache_material(frames))
+
+    base = key()
+    for change in (dict(cross_replace=0.5), dict(cross_frame_min_channels=64),
+                   dict(cross_replace={"default": 0.2, "green": [0.0, 0.5]})):  # fmt: skip
+        assert key(**change) != base, change  # the inversion records other steps or maps
+    # a word window inside the default's steps records the same: int(0.8 * 5) = every step
+    assert key(cross_replace={"default": 0.8, "green": [0.0, 0.5]}) == base
+    for change in (dict(reweight={"green": 3}), dict(controller="refine"),
+                   dict(prompt="a green circle moving right on a blue background")):  # fmt: skip
+        assert key(**change) == base, change
+    cache = str(tmp_path / "cache")
+    settings = dict(cross_replace=0.8, blend_words=("circle",), cache_dir=cache)
+    first = make_pipeline(parts, output=str(tmp_path / "a"), **settings)(frames)
+    again = make_pipeline(parts, output=str(tmp_path / "b"), **settings)(frames)
+    assert not first.cache_hit and again.cache_hit
+    assert torch.equal(again.latents, first.latents)
+    assert again.log["attention_store"]["by_kind"] == first.log["attention_store"]["by_kind"]

@@ -377,6 +377,8 @@ class EditPipeline:
         }
         if self.control_plan is not None:
             material["prompt_control"] = self.control_plan.to_dict()
+        if c.cross_frame_min_channels:
+            material["cross_frame_min_channels"] = c.cross_frame_min_channels
         if c.apply_at == "every_step" and c.inversion_weight > 0:
             material["inr"] = {
                 "inversion_weight": c.inversion_weight, "alpha": c.alpha, "beta": c.beta,

@@ -75,7 +75,7 @@ def _window(name: str, value):
         window = float(value)
         ok = 0.0 <= window <= 1.0
     else:
-        window = tuple(float(v) for v in value)
+        window = [float(v) for v in value]  # a list: config.yaml and log.json write it as is
         ok = len(window) == 2 and 0.0 <= window[0] <= window[1] <= 1.0
     if not ok:
         raise ValueError(f"{name} must be a fraction in [0, 1] or [start, end], got {value!r}")
@@ -102,10 +102,10 @@ def check_control_fields(config) -> None:
     if not (config.source_prompt and config.prompt):
         return
     choose_controller(config.source_prompt, config.prompt, config.controller)
-    words = [w for w in config.cross_replace if w != "default"] if isinstance(
-        config.cross_replace, dict) else []  # fmt: skip
-    for what, word in [("reweight", w) for w in config.reweight] + [("cross-replace", w)
-                                                                   for w in words]:  # fmt: skip
+    windows = config.cross_replace if isinstance(config.cross_replace, dict) else {}
+    words = [("reweight", w) for w in config.reweight]
+    words += [("cross-replace", w) for w in windows if w != "default"]
+    for what, word in words:
         if not word_in(config.prompt, word):
             raise ValueError(f"{what} word {word!r} is not in the edit prompt {config.prompt!r}")
 
