@@ -21,10 +21,12 @@ SCENE = Scene(color="red", shape="circle", motion="right")
 
 
 def small_config(**overrides) -> EditConfig:
-    """4 frames of 16 px (8x8 latents), 4 DDIM steps, fusion on every attention layer."""
+    """4 frames of 16 px (8x8 latents), 4 DDIM steps, fusion on every attention layer; no
+    prompt-to-prompt control unless ``cross_replace`` is given."""
     values = dict(
         video="", source_prompt=SOURCE, prompt=EDIT, model="tiny", output="", frames=4,
         size=16, inference_steps=4, fusion_min_downsample=1, self_replace=0.5, seed=0,
+        cross_replace=0.0,
     )  # fmt: skip
     return EditConfig(**{**values, **overrides})
 

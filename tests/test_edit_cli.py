@@ -59,8 +59,13 @@ def test_cli_edit_end_to_end_with_the_cache(tiny_sd_folder, video, tmp_path, cap
     for entry in log["stages"].values():
         assert entry["seconds"] >= 0 and any(k.startswith("peak_cpu_rss_mb") for k in entry)
     assert log["config"]["inversion_weight"] == 1.0 and log["config"]["guidance_scale"] == 7.5
-    assert log["config"]["attention"] == "full" and log["config"]["blend_words"] == [SCENE.shape]
-    assert log["attention_store"]["entries"] > 0 and log["attention_store"]["stored_mb"] > 0
+    assert log["config"]["attention"] == "sparse_causal"  # FateZero's default
+    assert log["config"]["blend_words"] == [SCENE.shape] and log["config"]["cross_replace"] == 0.8
+    report = log["attention_store"]
+    assert report["entries"] > 0 and report["stored_mb"] > 0
+    assert set(report["by_kind"]) == {"self", "cross", "blend"}  # cross-attention maps included
+    assert sum(report["by_kind"].values()) == pytest.approx(report["stored_mb"], abs=2e-3)
+    assert log["prompt_control"]["controller"] == "replace" and log["prompt_control"]["cross_steps"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
     again = tmp_path / "again"
@@ -76,7 +81,7 @@ def test_cli_edit_with_a_preset(tiny_sd_folder, video, tmp_path, capsys):
             "--inference-steps", "2", "--output", str(out)]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     config = (out / "config.yaml").read_text()
-    assert "an origami rabbit is jumping on the grass" in config and "- rabbit" in config
+    assert "an origami rabbit is jumping on the grass" in config and "origami: 10.0" in config
     assert (out / "an-origami-rabbit-is-jumping-on-the-grass-side-by-side.mp4").is_file()
 
 
@@ -103,6 +108,9 @@ def with_flag(args: list[str], flag: str, value: str | None) -> list[str]:
         ("--frames", "1", "frames must be at least 2"),
         ("--blend-words", "tiger", "blend word 'tiger' is not in"),
         ("--inversion-weight", "2", "must be in [0, 1]"),
+        ("--reweight", "tiger=2", "reweight word 'tiger' is not in the edit prompt"),
+        ("--reweight", "green", "expected reweight entries as WORD=SCALE"),
+        ("--cross-replace", "1.5", "cross_replace must be a fraction in [0, 1]"),
         ("--prompt", None, "--prompt required"),
         ("--output", "{tmp}/full", "exists and is not empty"),
     ],
@@ -142,5 +150,7 @@ def test_help_teaches_the_options(capsys):
         main(["edit", "--help"])
     text = capsys.readouterr().out
     for phrase in ("--inversion-weight GAMMA", "final_step", "every_step", "implied",
-                   "--self-replace", "--blend-words", "--cache-dir", "examples:"):  # fmt: skip
+                   "--self-replace", "--blend-words", "--cache-dir", "examples:",
+                   "--cross-replace FRACTION", "--reweight WORD=SCALE", "--controller",
+                   "middle", "--cross-frame-min-channels"):  # fmt: skip
         assert phrase in text

@@ -27,6 +27,11 @@ from inr_smooth.pipelines.attention_fusion import (
 from inr_smooth.pipelines.attention_store import AttentionStore
 from inr_smooth.pipelines.components import encode_prompts, load_parts
 from inr_smooth.pipelines.guidance import guided_noise_fn
+from inr_smooth.pipelines.p2p_attention import (
+    blend_layers,
+    cross_attention_layers,
+    estimate_control_bytes,
+)
 from tiny_models import randomize_, tiny_unet2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +59,7 @@ def _layer(seed: int = 1) -> Attention:
 
 def _fusion(store, *, blend=(), threshold=0.3, phase="edit") -> AttentionFusion:
     fusion = AttentionFusion(FusionPlan({"layer": 1}, frozenset({0}), blend, threshold), store)
-    fusion.phase, fusion.step = phase, 0
+    fusion.phase, fusion.step, fusion._latent_hw = phase, 0, (2, 2)
     return fusion
 
 
@@ -115,7 +120,7 @@ def test_blend_mask_keeps_the_edit_inside_and_the_source_outside():
     attn, context, store = _layer(), FrameContext(), AttentionStore()
     g = torch.Generator().manual_seed(0)
     store.put("self/0/layer", torch.randn(F_, N_, C_, generator=g))
-    store.put("mask/0", torch.tensor([[[1.0, 0.0], [0.2, 0.9]]] * F_))  # (f, h, w): latent 2x2
+    store.put("blend/0", torch.tensor([[[1.0, 0.0], [0.2, 0.9]]] * F_))  # (f, h, w): pooled map
     edit = torch.randn(F_, N_, C_, generator=g)
     blended = _run(
         FusionSelfAttnProcessor(context, "full", 0, _fusion(store, blend=(1,)), "layer", 1),
@@ -125,7 +130,7 @@ def test_blend_mask_keeps_the_edit_inside_and_the_source_outside():
         FusionSelfAttnProcessor(context, "full", 0, _fusion(store), "layer", 1), attn, edit
     )
     plain = _run(CrossFrameAttnProcessor(context, "full"), attn, edit)
-    inside = torch.tensor([True, False, False, True])  # mask >= 0.3, tokens in h w order
+    inside = torch.tensor([True, False, False, True])  # map / max > 0.3, tokens in h w order
     assert torch.equal(blended[:, inside], plain[:, inside])
     assert torch.equal(blended[:, ~inside], replaced[:, ~inside])
     assert not torch.allclose(plain, replaced)
@@ -224,7 +229,9 @@ def test_disk_store_gives_the_same_edit_and_holds_one_entry_at_a_time(parts, lat
         assert store.location == location
         results[location] = pipe.sample(inverted.final_latents, store)
         entry = max(store.get(n).numel() * 2 for n in store.names())
-        estimate = estimate_store_bytes(pipe.video_unet, pipe.plan, num_frames=4, latent_hw=(8, 8))
+        shape = dict(num_frames=4, latent_hw=(8, 8))
+        estimate = estimate_store_bytes(pipe.video_unet, pipe.plan, **shape)
+        estimate += estimate_control_bytes(pipe.video_unet, pipe.control_plan, **shape)
         assert store.stored_bytes == estimate
         if location == "disk":
             assert store.peak_resident_bytes == entry
@@ -237,13 +244,15 @@ def test_disk_store_gives_the_same_edit_and_holds_one_entry_at_a_time(parts, lat
 
 
 @torch.no_grad()
-def test_blend_words_store_one_mask_per_replaced_step_and_change_the_edit(parts, latents):
+def test_blend_words_store_one_map_per_replaced_step_and_change_the_edit(parts, latents):
     pipe = make_pipeline(parts, blend_words=("circle",))
     inverted = pipe.invert(latents)
-    for step in pipe.plan.steps:
-        mask = inverted.store.get(f"mask/{step}", dtype=torch.float32)
-        assert mask.shape == (4, 8, 8) and mask.min() >= 0
-        torch.testing.assert_close(mask.amax(dim=(1, 2)), torch.ones(4), atol=1e-3, rtol=0)
+    assert {n for n in inverted.store.names() if n.startswith("blend/")} == {
+        f"blend/{step}" for step in pipe.plan.steps
+    }
+    for step in pipe.plan.steps:  # the tiny UNet's blend layers are at the latent's 8x8
+        pooled = inverted.store.get(f"blend/{step}", dtype=torch.float32)
+        assert pooled.shape == (4, 8, 8) and pooled.min() >= 0 and pooled.max() > 0
     blended = pipe.sample(inverted.final_latents, inverted.store)
     replaced_only = dataclasses.replace(pipe.plan, blend_tokens=())
     pipe.plan = replaced_only
@@ -276,12 +285,21 @@ def test_sd_sized_plan_and_store_estimate():
     assert len(plan.layers) == 11 and len(plan.steps) == 25
     stored = estimate_store_bytes(video_unet, plan, num_frames=8, latent_hw=(64, 64))
     assert 1.8 * 2**30 < stored < 1.9 * 2**30  # vs. 266 GiB as float32 maps
+    # FateZero's cross-attention layers (at most 32x32 queries) and its five 16x16 blend layers
+    assert len(cross_attention_layers(video_unet, 2)) == 11
+    blend = blend_layers(video_unet)
+    assert set(blend.values()) == {4} and sorted(blend) == [
+        f"{block}.attentions.{i}.transformer_blocks.0.spatial.attn2"
+        for block, i in [("down_blocks.2", 0), ("down_blocks.2", 1), ("up_blocks.1", 0),
+                         ("up_blocks.1", 1), ("up_blocks.1", 2)]
+    ]  # fmt: skip
 
 
 @torch.no_grad()
 def test_an_sd_shaped_unet_fuses_three_resolutions_and_blends_across_them(parts):
     """Four levels like SD 1.x (small channels): the default fusion_min_downsample keeps the
-    2x, 4x and 8x smaller layers, and the blend mask averages maps of all three sizes."""
+    2x, 4x and 8x smaller layers; the blend map comes from the 4x smaller down/up layers (SD's
+    16x16 at 512 px) and masks the layers of all three sizes."""
     deep = tiny_unet2d(
         block_out_channels=(32, 32, 32, 32), layers_per_block=1,
         down_block_types=(*["CrossAttnDownBlock2D"] * 3, "DownBlock2D"),
@@ -293,8 +311,15 @@ def test_an_sd_shaped_unet_fuses_three_resolutions_and_blends_across_them(parts)
     latents = source_latents(parts, source_frames(size=32))  # (1, 4, 4, 16, 16)
     inverted = pipe.invert(latents)
     assert len(inverted.store) == len(pipe.plan.steps) * (len(pipe.plan.layers) + 1)
+    assert sorted(pipe.control_plan.blend_layers) == [
+        "down_blocks.2.attentions.0.transformer_blocks.0.spatial.attn2",
+        "up_blocks.1.attentions.0.transformer_blocks.0.spatial.attn2",
+        "up_blocks.1.attentions.1.transformer_blocks.0.spatial.attn2",
+    ]  # SD (2 layers per block): down_blocks.2's two and up_blocks.1's three
+    assert inverted.store.get(f"blend/{min(pipe.plan.steps)}").shape == (4, 4, 4)
+    shape = dict(num_frames=4, latent_hw=(16, 16))
     assert inverted.store.stored_bytes == estimate_store_bytes(
-        pipe.video_unet, pipe.plan, num_frames=4, latent_hw=(16, 16)
-    )
+        pipe.video_unet, pipe.plan, **shape
+    ) + estimate_control_bytes(pipe.video_unet, pipe.control_plan, **shape)
     edited = pipe.sample(inverted.final_latents, inverted.store)
     assert edited.shape == latents.shape and bool(torch.isfinite(edited).all())

@@ -101,6 +101,8 @@ STRUCTURE = [  # (mode, changed frame, frames whose output changes), f = 5, keyf
     ("first_frame", 0, [True] * 5),
     ("keyframe", 2, [False, False, True, False, False]),
     ("keyframe", 1, [True] * 5),
+    ("middle", 2, [True] * 5),
+    ("middle", 3, [False, False, False, True, False]),
     ("full", 3, [True] * 5),
     ("none", 3, [False, False, False, True, False]),
 ]
@@ -269,3 +271,27 @@ def test_replaced_processors_are_detected_and_restorable():
 
 def test_all_attention_modes_are_covered():
     assert {mode for mode, *_ in STRUCTURE} == set(ATTENTION_MODES)
+
+
+@torch.no_grad()
+def test_min_channels_keeps_narrow_blocks_per_frame():
+    """FateZero's least_sc_channel: blocks narrower than it attend within their own frame."""
+    sample, prompt_embeds = inputs(f=3)
+    none, _ = video_and_image(attention="none", temporal_attention=False)
+    wide_only, _ = video_and_image(
+        attention="middle", temporal_attention=False, cross_frame_min_channels=64
+    )
+    everywhere, _ = video_and_image(attention="middle", temporal_attention=False)
+    nowhere, _ = video_and_image(
+        attention="middle", temporal_attention=False, cross_frame_min_channels=65
+    )
+    plain = none(sample, 10, prompt_embeds).sample
+    assert torch.equal(nowhere(sample, 10, prompt_embeds).sample, plain)
+    partial = wide_only(sample, 10, prompt_embeds).sample
+    full = everywhere(sample, 10, prompt_embeds).sample
+    assert not torch.allclose(partial, plain, atol=1e-5)
+    assert not torch.allclose(partial, full, atol=1e-5)
+    assert torch.equal(partial[:, :, 1], plain[:, :, 1])  # the middle frame attends to itself
+    assert wide_only.config.cross_frame_min_channels == 64
+    wide_only.set_cross_frame_attention("middle")  # keeps the setting
+    assert torch.equal(wide_only(sample, 10, prompt_embeds).sample, partial)

@@ -11,7 +11,7 @@ EDIT_DESCRIPTION = """\
 Edit a video without training (FateZero's recipe): DDIM-invert it with a prompt describing it
 (--source-prompt), rebuild the inversion noise with INR(TF), then DDIM-sample with the edit
 prompt (--prompt) and classifier-free guidance, keeping the source's structure and motion by
-reusing its self-attention (attention fusion).
+reusing its self-attention (attention fusion) and its cross-attention (prompt-to-prompt).
 
 INR inversion noise (INR(TF)):
   Each frame's inversion noise is rebuilt from its neighbours' (first -> last and last ->
@@ -32,6 +32,18 @@ Attention fusion (FateZero):
   fraction of the sampling steps the edit uses the source's attention maps. --blend-words
   WORD... (words of the source prompt) lets the region those words attend to follow the edit
   (for shape or object changes); without them the whole frame keeps the source's maps.
+
+Prompt-to-prompt (FateZero's p2p_config):
+  --cross-replace FRACTION  the first FRACTION of the sampling steps (0.8) use the inversion's
+                            cross-attention maps, aligned to the edit prompt: word swap when
+                            both prompts have as many words, else refinement (--controller);
+                            new words keep their own maps. 0 turns it off
+  --reweight WORD=SCALE     multiply the edit prompt's WORD's cross-attention by SCALE inside
+                            those steps (FateZero's eq_params, e.g. watercolor=10)
+  --attention sparse_causal (default) FateZero's spatio-temporal attention: first + previous
+                            frame; middle (its style configs): the middle frame, with
+                            --cross-frame-min-channels 640 for per-frame attention in SD's
+                            320-channel blocks
 
 Inversion cache:
   With --cache-dir DIR the inverted latents and stored attention are saved there (one
@@ -63,7 +75,7 @@ _KEYS = (
     "noise_source", "alpha", "beta", "chain", "frames", "size", "start", "stride",
     "inference_steps", "guidance_scale", "attention", "self_replace", "blend_words",
     "blend_threshold", "fusion_min_downsample", "attention_store", "cache_dir", "seed", "fps",
-    "dtype", "device",
+    "dtype", "device", "cross_replace", "controller", "reweight", "cross_frame_min_channels",
 )  # fmt: skip
 
 
@@ -105,8 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     fr.add_argument("--guidance-scale", type=float,
                     help="classifier-free guidance (model's, else 7.5)")  # fmt: skip
     fr.add_argument(
-        "--attention", choices=("full", "sparse_causal", "first_frame", "keyframe", "none"),
-        help="cross-frame self-attention (full: all frames, FateZero's spatio-temporal)",
+        "--attention",
+        choices=("sparse_causal", "middle", "full", "first_frame", "keyframe", "none"),
+        help="cross-frame self-attention (sparse_causal: first + previous frame, FateZero's "
+        "default; middle: the middle frame, its style configs; full: all frames)",
+    )  # fmt: skip
+    fr.add_argument(
+        "--cross-frame-min-channels", type=int, metavar="N",
+        help="blocks with fewer channels attend per frame (FateZero's least_sc_channel; 0)",
     )  # fmt: skip
     fr.add_argument("--fps", type=float, help="frame rate of the written videos (8)")
     fu = p.add_argument_group("attention fusion")
@@ -134,6 +152,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "device", "disk"),
         help="stored attention on the device or spilled to disk (auto)",
     )
+    pp = p.add_argument_group("prompt-to-prompt (cross-attention control)")
+    pp.add_argument(
+        "--cross-replace", type=float, metavar="FRACTION",
+        help="share of sampling steps using the source's cross-attention maps (0.8; 0: off)",
+    )  # fmt: skip
+    pp.add_argument(
+        "--controller", choices=("auto", "replace", "refine"),
+        help="token alignment: word swap, refinement, or auto (word swap iff the prompts have "
+        "as many words)",
+    )  # fmt: skip
+    pp.add_argument(
+        "--reweight", nargs="+", metavar="WORD=SCALE",
+        help="scale the cross-attention of edit-prompt words (FateZero's eq_params)",
+    )  # fmt: skip
     hw = p.add_argument_group("hardware")
     hw.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     hw.add_argument("--skip-memory-check", action="store_true",

@@ -11,11 +11,17 @@ mode               keys / values of frame ``i``                  used by
 ``sparse_causal``  frame 0 and frame ``max(i - 1, 0)``           Tune-A-Video
 ``first_frame``    frame 0                                       Text2Video-Zero
 ``keyframe``       frame ``k`` (chosen)                          ControlVideo-style
-``full``           all frames                                    FateZero-style (ST-attn)
+``middle``         frame ``(f - 1) // 2``                        FateZero's style configs
+``full``           all frames                                    --
 =================  ============================================  ==========================
 
 ``sparse_causal`` concatenates the tokens of the first and the previous frame, first frame
 first, and does so for frame 0 as well (its keys are frame 0 twice), exactly as Tune-A-Video.
+FateZero's default spatio-temporal attention (``SparseCausalAttention_index = [-1, 'first']``)
+attends to the same two frames, previous first: the same keys in another order, the same
+attention. Its style and attribute configs use ``['mid']`` (``middle`` here) together with
+``least_sc_channel`` (``min_channels`` here): layers narrower than that attend within their own
+frame.
 
 All attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`, which picks
 flash / memory-efficient kernels on its own; xformers is not used.
@@ -35,8 +41,8 @@ from torch import Tensor, nn
 
 from .frames import FrameContext
 
-AttentionMode = Literal["none", "sparse_causal", "first_frame", "keyframe", "full"]
-ATTENTION_MODES = ("none", "sparse_causal", "first_frame", "keyframe", "full")
+AttentionMode = Literal["none", "sparse_causal", "first_frame", "keyframe", "middle", "full"]
+ATTENTION_MODES = ("none", "sparse_causal", "first_frame", "keyframe", "middle", "full")
 
 __all__ = [
     "ATTENTION_MODES",
@@ -66,8 +72,8 @@ def _key_frames(x: Tensor, mode: str, keyframe: int, f: int) -> Tensor:
         previous = (torch.arange(f, device=x.device) - 1).clamp(min=0)
         first = torch.zeros_like(previous)
         video = torch.cat([video[:, first], video[:, previous]], dim=2)  # (b, f, 2n, c)
-    else:  # first_frame / keyframe: one frame for all
-        index = 0 if mode == "first_frame" else keyframe
+    else:  # first_frame / keyframe / middle: one frame for all
+        index = {"first_frame": 0, "middle": (f - 1) // 2}.get(mode, keyframe)
         if index >= f:
             raise ValueError(f"keyframe index {index} is out of range for a video of {f} frames")
         video = video[:, [index] * f]  # (b, f, n, c)
@@ -80,17 +86,25 @@ class CrossFrameAttnProcessor:
 
     Input ``hidden_states`` of shape ``(b f, n, c)`` (n tokens per frame); the frame count comes
     from the shared :class:`FrameContext`. When called with ``encoder_hidden_states`` (an
-    ``attn1`` configured as cross-attention) it behaves as plain attention.
+    ``attn1`` configured as cross-attention) it behaves as plain attention, and so does a layer
+    with fewer than ``min_channels`` channels (FateZero's ``least_sc_channel``; 0: none).
     """
 
-    def __init__(self, context: FrameContext, mode: AttentionMode = "sparse_causal", keyframe=0):
+    def __init__(
+        self, context: FrameContext, mode: AttentionMode = "sparse_causal", keyframe=0,
+        min_channels: int = 0,
+    ):  # fmt: skip
         check_attention_mode(mode, keyframe)
+        if not isinstance(min_channels, int) or min_channels < 0:
+            raise ValueError(f"min_channels must be an integer >= 0, got {min_channels!r}")
         self.context = context
         self.mode = mode
         self.keyframe = keyframe
+        self.min_channels = min_channels
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mode={self.mode!r}, keyframe={self.keyframe})"
+        extra = f", min_channels={self.min_channels}" if self.min_channels else ""
+        return f"{type(self).__name__}(mode={self.mode!r}, keyframe={self.keyframe}{extra})"
 
     def __call__(
         self,
@@ -105,7 +119,8 @@ class CrossFrameAttnProcessor:
             raise ValueError(
                 f"expected hidden_states of shape (b f, n, c), got {tuple(hidden_states.shape)}"
             )
-        mode = "none" if encoder_hidden_states is not None else self.mode
+        narrow = attn.query_dim < self.min_channels
+        mode = "none" if encoder_hidden_states is not None or narrow else self.mode
         if attention_mask is not None and mode != "none":
             raise ValueError(f"cross-frame attention ({mode!r}) does not take an attention_mask")
         residual = hidden_states
@@ -115,7 +130,7 @@ class CrossFrameAttnProcessor:
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
 
         folded = None
-        if mode in ("sparse_causal", "first_frame", "keyframe"):
+        if mode in ("sparse_causal", "first_frame", "keyframe", "middle"):
             f = self.context.fold(query)[1]
             key = _key_frames(key, mode, self.keyframe, f)
             value = _key_frames(value, mode, self.keyframe, f)

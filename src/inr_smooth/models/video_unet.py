@@ -82,9 +82,17 @@ class VideoUNetConfig:
     keyframe: int = 0  # the frame that "keyframe" attention reads
     temporal_attention: bool = True  # temporal attention after each transformer block
     group_norm: GroupNormMode = "per_frame"  # ResNet / output GroupNorm statistics
+    # blocks narrower than this attend within their own frame (FateZero's least_sc_channel)
+    cross_frame_min_channels: int = 0
 
     def __post_init__(self) -> None:
         check_attention_mode(self.attention, self.keyframe)
+        minimum = self.cross_frame_min_channels
+        if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+            raise ValueError(
+                f"cross_frame_min_channels must be an integer >= 0, got "
+                f"{self.cross_frame_min_channels!r}"
+            )
         if self.group_norm not in GROUP_NORM_MODES:
             raise ValueError(
                 f"group_norm must be one of {GROUP_NORM_MODES}, got {self.group_norm!r}"
@@ -118,7 +126,9 @@ class VideoUNet(nn.Module):
         for module in list(unet.modules()):
             if isinstance(module, Transformer2DModel):
                 self._self_attentions += _wrap_blocks(module, config, self.frames, generator)
-        self.set_cross_frame_attention(config.attention, config.keyframe)
+        self.set_cross_frame_attention(
+            config.attention, config.keyframe, config.cross_frame_min_channels
+        )
         self.set_group_norm(config.group_norm)
 
     @property
@@ -129,12 +139,19 @@ class VideoUNet(nn.Module):
     def device(self) -> torch.device:
         return self.unet.device
 
-    def set_cross_frame_attention(self, mode: AttentionMode, keyframe: int = 0) -> None:
-        """Install the cross-frame processor ``mode`` on every spatial self-attention."""
-        processor = CrossFrameAttnProcessor(self.frames, mode, keyframe)
+    def set_cross_frame_attention(
+        self, mode: AttentionMode, keyframe: int = 0, min_channels: int | None = None
+    ) -> None:
+        """Install the cross-frame processor ``mode`` on every spatial self-attention; blocks
+        with fewer than ``min_channels`` channels attend per frame (None: keep the setting)."""
+        if min_channels is None:
+            min_channels = self.config.cross_frame_min_channels
+        processor = CrossFrameAttnProcessor(self.frames, mode, keyframe, min_channels)
         for attn in self._self_attentions:
             attn.set_processor(processor)
-        self.config = replace(self.config, attention=mode, keyframe=keyframe)
+        self.config = replace(
+            self.config, attention=mode, keyframe=keyframe, cross_frame_min_channels=min_channels
+        )
 
     def set_group_norm(self, mode: GroupNormMode) -> None:
         """``"per_frame"`` (2-D behaviour) or ``"video"`` (statistics over all frames)."""
@@ -266,6 +283,7 @@ def inflate_unet(
     temporal_attention: bool = True,
     keyframe: int = 0,
     group_norm: GroupNormMode = "per_frame",
+    cross_frame_min_channels: int = 0,
 ) -> VideoUNet:
     """Turn a pretrained ``UNet2DConditionModel`` into a :class:`VideoUNet`.
 
@@ -280,12 +298,16 @@ def inflate_unet(
         keyframe: the frame ``"keyframe"`` attention reads.
         group_norm: ``"per_frame"`` (default; the image model's behaviour) or ``"video"``
             (Tune-A-Video's statistics over all frames).
+        cross_frame_min_channels: transformer blocks with fewer channels keep per-frame
+            attention (FateZero's ``least_sc_channel``, e.g. 640 with ``"middle"``); 0: none.
     """
     if not isinstance(unet2d, UNet2DConditionModel):
         raise ValueError(f"expected a diffusers UNet2DConditionModel, got {type(unet2d).__name__}")
     if any(isinstance(m, VideoTransformerBlock) for m in unet2d.modules()):
         raise ValueError("expected a 2-D UNet, got one that is already inflated")
-    config = VideoUNetConfig(attention, keyframe, temporal_attention, group_norm)
+    config = VideoUNetConfig(
+        attention, keyframe, temporal_attention, group_norm, cross_frame_min_channels
+    )
     return VideoUNet(unet2d, config)
 
 

@@ -114,13 +114,24 @@ class AttentionStore:
         return [*self._tensors, *self._index]
 
     def report(self) -> dict:
-        """Entry count, stored size and peak resident size in MiB, for the run log."""
+        """Entry count, stored size and peak resident size in MiB, for the run log; ``by_kind``
+        splits the stored size by the first part of the entry names (``self``, ``cross``, ...)."""
+        kinds: dict[str, int] = {}
+        for name in self.names():
+            kind = name.split("/", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + self._entry_bytes(name)
         return {
             "location": self.location,
             "entries": len(self),
             "stored_mb": round(self.stored_bytes / 2**20, 3),
             "peak_resident_mb": round(self.peak_resident_bytes / 2**20, 3),
+            "by_kind": {kind: round(n / 2**20, 3) for kind, n in sorted(kinds.items())},
         }
+
+    def _entry_bytes(self, name: str) -> int:
+        if name in self._tensors:
+            return self._tensors[name].numel() * 2
+        return int(np.prod(self._index[name][1], dtype=np.int64)) * 2
 
     def close(self) -> None:
         """Free the entries; delete the spill file of a disk store."""

@@ -10,7 +10,9 @@ FateZero's recipe, with INR(TF) (spec §4) as a switch. :class:`EditPipeline` ru
    ``eps_star = (1 - gamma) eps_inv + gamma eps_inr``, so only the final latent ``z_K`` moves;
    with ``"every_step"`` INR already entered every step of 2.; ``gamma = 0`` is plain inversion;
 4. DDIM-sample from there with the edit prompt and classifier-free guidance, cross-frame
-   attention (``"full"`` by default) and attention fusion in the first ``self_replace`` steps;
+   attention (FateZero's first + previous frame, ``"sparse_causal"``, by default), attention
+   fusion in the first ``self_replace`` steps and prompt-to-prompt control of the
+   cross-attention in the ``cross_replace`` steps (:mod:`.fatezero`, :mod:`.p2p_attention`);
 5. decode with the VAE;
 6. write ``<prompt>.mp4``, ``.gif``, ``<prompt>-side-by-side.mp4`` (source | edit),
    ``config.yaml`` and ``log.json`` (time and peak memory per stage, attention store size,
@@ -57,6 +59,7 @@ from .edit_config import (
     read_source,
     usable_cache_dir,
 )
+from .fatezero import new_prompt_control, plan_prompt_control
 from .guidance import guided_noise_fn
 from .inversion_cache import (
     InvertedVideo,
@@ -67,6 +70,7 @@ from .inversion_cache import (
     model_identity,
     save_inversion,
 )
+from .p2p_attention import estimate_control_bytes, prompt_control_installed
 from .sampling import write_samples
 from .settings import resolve_model_fields
 from .tune import resolve_device
@@ -138,6 +142,7 @@ class EditPipeline:
         self.log.info["config"] = config_to_dict(config)
         self._check_size()
         self.plan = self._plan()
+        self.control_plan, self.control = self._prompt_control()
 
     @classmethod
     def from_config(cls, config: EditConfig | PreparedEdit, *, progress: bool = True,
@@ -152,8 +157,9 @@ class EditPipeline:
             dtype = resolve_dtype(config.dtype, device)
             parts = load_parts(prepared.model.source, device=device, dtype=dtype)
             video_unet = inflate_unet(
-                parts.unet, attention=config.attention, temporal_attention=False
-            )
+                parts.unet, attention=config.attention, temporal_attention=False,
+                cross_frame_min_channels=config.cross_frame_min_channels,
+            )  # fmt: skip
         return cls(parts, video_unet, config, log=log, progress=progress, overwrite=overwrite)
 
     @torch.no_grad()
@@ -188,11 +194,14 @@ class EditPipeline:
     def invert(self, latents: Tensor) -> InvertedVideo:
         """DDIM-invert ``z_0`` with the source prompt, recording attention for fusion."""
         c = self.config
-        store = self._new_store(latents) if self.plan else None
+        store = self._new_store(latents) if self.plan or self.control_plan else None
         fusion = AttentionFusion(self.plan, store) if self.plan else None
+        control = new_prompt_control(self.control_plan, None, store, c.inference_steps)
         noise_fn = guided_noise_fn(self.video_unet, self._embeds(c.source_prompt))
         if fusion is not None:
             noise_fn = fusion.stepped(noise_fn, self.schedule.timesteps)
+        if control is not None:
+            noise_fn = control.stepped(noise_fn, self.schedule.timesteps)
         inr = {}
         if c.apply_at == "every_step":
             inr = dict(
@@ -201,7 +210,10 @@ class EditPipeline:
                 generator=torch.Generator().manual_seed(c.seed),
             )  # fmt: skip
         try:
-            with fusion_installed(self.video_unet, fusion, "record"):
+            with (
+                fusion_installed(self.video_unet, fusion, "record"),
+                prompt_control_installed(self.video_unet, control, "record"),
+            ):
                 trajectory = ddim_invert(
                     latents, noise_fn, self.schedule, progress=self.progress, **inr
                 )
@@ -246,7 +258,15 @@ class EditPipeline:
         fusion = AttentionFusion(self.plan, store) if self.plan and store is not None else None
         if fusion is not None:
             noise_fn = fusion.stepped(noise_fn, self.schedule.timesteps)
-        with fusion_installed(self.video_unet, fusion, "edit"):
+        control = None
+        if store is not None:
+            control = new_prompt_control(self.control_plan, self.control, store, c.inference_steps)
+        if control is not None:
+            noise_fn = control.stepped(noise_fn, self.schedule.timesteps)
+        with (
+            fusion_installed(self.video_unet, fusion, "edit"),
+            prompt_control_installed(self.video_unet, control, "edit"),
+        ):
             return ddim_sample(start, noise_fn, self.schedule, progress=self.progress)
 
     def write(self, frames: np.ndarray, video: np.ndarray) -> tuple[Path, list[Path]]:
@@ -277,6 +297,10 @@ class EditPipeline:
             "attention": c.attention,
             "fusion": self.plan.to_dict() if self.plan else None,
         }
+        if self.control_plan is not None:
+            material["prompt_control"] = self.control_plan.to_dict()
+        if c.cross_frame_min_channels:
+            material["cross_frame_min_channels"] = c.cross_frame_min_channels
         if c.apply_at == "every_step" and c.inversion_weight > 0:
             material["inr"] = {
                 "inversion_weight": c.inversion_weight, "alpha": c.alpha, "beta": c.beta,
@@ -322,12 +346,23 @@ class EditPipeline:
             return None
         return FusionPlan(layers, steps, tokens, c.blend_threshold)
 
+    def _prompt_control(self):
+        """Prompt-to-prompt plan and controller (:func:`~.fatezero.plan_prompt_control`)."""
+        steps = self.plan.steps if self.plan else frozenset()
+        tokens = self.plan.blend_tokens if self.plan else ()
+        plan, control, info = plan_prompt_control(
+            self.video_unet, self.parts.tokenizer, self.config, steps, tokens
+        )
+        self.log.info["prompt_control"] = info
+        return plan, control
+
     def _new_store(self, latents: Tensor) -> AttentionStore:
         location = self.config.attention_store
-        need = estimate_store_bytes(
-            self.video_unet, self.plan, num_frames=latents.shape[0] * latents.shape[2],
-            latent_hw=tuple(latents.shape[-2:]),
-        )  # fmt: skip
+        shape = dict(num_frames=latents.shape[0] * latents.shape[2],
+                     latent_hw=tuple(latents.shape[-2:]))  # fmt: skip
+        need = estimate_store_bytes(self.video_unet, self.plan, **shape) if self.plan else 0
+        if self.control_plan is not None:
+            need += estimate_control_bytes(self.video_unet, self.control_plan, **shape)
         if location == "auto":
             if self.device.type == "cuda":
                 budget = torch.cuda.mem_get_info(self.device)[0] // 4

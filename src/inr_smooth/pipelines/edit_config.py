@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..model_info import ModelInfo, describe_model
 from ..outputs import OutputError, check_output_dir, folder_is_empty
+from .p2p_words import check_control_fields
 from .settings import check_all, finite, or_unset, resolve_model_fields, seed_ok
 from .tune_config import DEFAULT_MODEL
 
@@ -56,14 +57,22 @@ class EditConfig:
     # sampling
     inference_steps: int | None = None  # DDIM steps each way; None: the model's, else 50
     guidance_scale: float | None = None  # None: the model's recommendation, else 7.5
-    attention: Literal["full", "sparse_causal", "first_frame", "keyframe", "none"] = "full"
+    attention: Literal["sparse_causal", "middle", "full", "first_frame", "keyframe", "none"] = (
+        "sparse_causal"  # FateZero's default: first + previous frame; "middle": its style configs
+    )
     # attention fusion (FateZero)
     self_replace: float = 0.5  # fraction of sampling steps that use the source's self-attention
     blend_words: tuple[str, ...] = ()  # source-prompt words whose region follows the edit
-    blend_threshold: float = 0.3  # mask = scaled cross-attention of the words >= this
+    blend_threshold: float = 0.3  # mask = scaled cross-attention of the words > this
     fusion_min_downsample: int = 2  # fuse layers at least this many times smaller than the latent
     attention_store: Literal["auto", "device", "disk"] = "auto"  # where stored attention lives
     cache_dir: str | None = None  # inversion cache folder; None: no cache
+    # prompt-to-prompt control of cross-attention (FateZero's p2p_config; see pipelines/fatezero.py)
+    cross_replace: float | dict = 0.8  # share of sampling steps using the source's cross-attention
+    # maps (FateZero's cross_replace_steps), or {default: f, WORD: [start, end]}; 0: off
+    controller: Literal["auto", "replace", "refine"] = "auto"  # auto: word swap iff as many words
+    reweight: dict = field(default_factory=dict)  # {edit-prompt word: scale} (FateZero's eq_params)
+    cross_frame_min_channels: int = 0  # narrower blocks attend per frame (its least_sc_channel)
     # run
     seed: int = 0  # seed of the Gaussian random noise rho of INR(TF)
     fps: float = 8.0
@@ -97,6 +106,7 @@ class EditConfig:
             (finite(self.fps) and self.fps > 0, f"fps must be a finite number > 0, got {self.fps}"),
             (seed_ok(self.seed), f"seed must be an integer in [0, 2**63), got {self.seed}"),
         ))  # fmt: skip
+        check_control_fields(self)
         for word in self.blend_words if self.source_prompt else ():
             if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", self.source_prompt, re.I):
                 raise ValueError(
