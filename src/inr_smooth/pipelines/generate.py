@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ..models import load_video_unet_weights
 from .components import load_parts
+from .controlvideo import load_control
 from .sampling import sample_videos, write_samples
 from .tune import INVERTED_LATENTS, TUNE_RECORD, resolve_device
 
@@ -59,6 +60,10 @@ def generate(config: GenerateConfig, *, progress: bool = True) -> list[Path]:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     parts = load_parts(config.model or record["model"], device=device, dtype=dtype)
     video_unet = load_video_unet_weights(parts.unet, weights).to(device)
+    video_unet = load_control(  # ControlVideo runs: their tuned ControlNets and maps
+        weights, video_unet, parts, device=device, dtype=dtype,
+        inference_steps=config.inference_steps or record["inference_steps"],
+    )  # fmt: skip
     shape = load_file(weights / INVERTED_LATENTS)["latents"].shape
     if config.from_noise:
         generator = torch.Generator().manual_seed(config.seed)

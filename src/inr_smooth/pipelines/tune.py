@@ -4,7 +4,9 @@
 video UNet, tunes its query projections and temporal attention on the video with
 :func:`~inr_smooth.pipelines.training.training_step` (smoothing ``none | smoothvideo |
 smoothvideo-simple | inr``), saves the tuned weights, and generates one video per edit prompt
-from the DDIM-inverted source latent. The run folder holds:
+from the DDIM-inverted source latent. With ``controlnets`` it is ControlVideo's tuning instead
+(:mod:`.controlvideo`: ControlNet-conditioned, key-frame attention, its temporal branch and
+trainable set). The run folder holds:
 
 * ``config.yaml`` -- the resolved config; ``log.json`` -- losses per step, time and peak memory
   per stage, versions;
@@ -29,8 +31,17 @@ from safetensors.torch import save_file
 
 from ..config import config_to_dict
 from ..models import DEFAULT_TRAINABLE, inflate_unet, save_video_unet_weights, set_trainable
+from ..models.controlnet import set_controlled_trainable
 from ..runlog import RunLog, write_json_atomic
 from .components import encode_prompts, encode_video, load_parts
+from .controlvideo import (
+    CONTROLVIDEO_SMOOTH_WEIGHT,
+    check_control_config,
+    controlled_model,
+    prepare_control,
+    read_controls,
+    save_control,
+)
 from .sampling import invert_source, sample_videos, write_samples
 from .trainer import LoopSettings, cast_frozen_, latest_checkpoint, run_tuning_loop
 from .training import DEFAULT_SMOOTH_WEIGHT, SMOOTHING_MODES, Smoothing, training_step
@@ -81,6 +92,14 @@ class TuneConfig:
     fps: float = 8.0
     seed: int = 33
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # ControlVideo (pipelines/controlvideo.py; controlvideo_config() sets its defaults): tuning
+    # conditioned on ControlNets, one control video each. No ControlNets: Tune-A-Video.
+    controlnets: tuple[str, ...] = ()  # hub ids / diffusers folders, or mini-canny, mini-depth
+    controls: tuple[str, ...] = ()  # per ControlNet: canny | hed | depth | pose | maps path
+    control_scales: tuple[float, ...] = ()  # per ControlNet, or one for all (empty: 1.0)
+    control_guidance_start: float = 0.0  # ControlNets act from this fraction of the steps ...
+    control_guidance_end: float = 1.0  # ... to this one
+    canny_thresholds: tuple[int, ...] = (100, 100)  # ControlVideo's
 
     def __post_init__(self) -> None:
         if self.smoothing not in SMOOTHING_MODES:
@@ -97,10 +116,14 @@ class TuneConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_control_config(self)
 
     @property
     def weight(self) -> float:
         """The smoothing weight actually used."""
+        if self.smooth_weight is None and self.controlnets:  # ControlVideo: the paper's 0.2
+            default = DEFAULT_SMOOTH_WEIGHT[self.smoothing]
+            return CONTROLVIDEO_SMOOTH_WEIGHT.get(self.smoothing, default)
         return (
             DEFAULT_SMOOTH_WEIGHT[self.smoothing]
             if self.smooth_weight is None
@@ -171,21 +194,32 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
             stride=config.stride,
             size=config.size,
         )
+        maps = read_controls(config, frames)  # ControlVideo's control videos, else None
         parts = load_parts(config.model, device=device)
         prompt_embeds = encode_prompts(parts, [config.prompt])
         latents = encode_video(parts.vae, video_to_tensor(frames)[None].to(device))
+        control = prepare_control(config, maps, parts, device)  # its ControlNets, else None
     output.mkdir(parents=True, exist_ok=True)
     _write_config(output / "config.yaml", config)
 
     # 2. the video UNet and what it tunes
-    video_unet = inflate_unet(parts.unet, attention=config.attention, group_norm=config.group_norm)
-    set_trainable(video_unet, config.trainable)
+    video_unet = inflate_unet(
+        parts.unet, attention=config.attention, group_norm=config.group_norm,
+        architecture="controlvideo" if control else "tune_a_video",
+    )  # fmt: skip
+    model = video_unet
+    if control:  # ControlVideo: the UNet conditioned by its ControlNets, tuned together
+        model = controlled_model(video_unet, control, config, parts)
+        set_controlled_trainable(model, config.trainable)
+    else:
+        set_trainable(video_unet, config.trainable)
     if accelerator.mixed_precision in ("bf16", "fp16"):  # frozen weights: half the memory
         cast_frozen_(
-            video_unet, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
+            model, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
         )
     if config.gradient_checkpointing:
-        video_unet.enable_gradient_checkpointing()
+        model.enable_gradient_checkpointing()
+    inversion_prompt = config.prompt if control else ""  # ControlVideo inverts with the caption
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
 
     # 3. tuning
@@ -214,8 +248,9 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
     def validate(step, model):
         prompts = (config.edit_prompts or (config.prompt,))[:1]
         start = invert_source(
-            model, parts, latents, num_inference_steps=config.inference_steps, progress=False
-        )
+            model, parts, latents, num_inference_steps=config.inference_steps, progress=False,
+            prompt=inversion_prompt,
+        )  # fmt: skip
         videos = sample_videos(
             model, parts, start, prompts, guidance_scale=config.guidance_scale,
             num_inference_steps=config.inference_steps, progress=False,
@@ -231,30 +266,35 @@ def tune(config: TuneConfig, *, resume: bool = False, progress: bool = True) -> 
         seed=config.seed,
     )
     with log.stage("tuning"):
-        video_unet = run_tuning_loop(
-            video_unet, step_fn, settings, output, accelerator=accelerator, resume=resume,
+        model = run_tuning_loop(
+            model, step_fn, settings, output, accelerator=accelerator, resume=resume,
             on_step=on_step, validate_every=config.validate_every, validate=validate,
             progress=progress,
         )  # fmt: skip
+    video_unet = model.unet if control else model
     log.info["trainable_parameters"] = sum(
-        p.numel() for p in video_unet.parameters() if p.requires_grad
+        p.numel() for p in model.parameters() if p.requires_grad
     )
 
     # 4. inversion of the source, the tuned weights, generation
     with log.stage("inversion"), accelerator.autocast():
         start_latents = invert_source(
-            video_unet,
+            model,
             parts,
             latents,
             num_inference_steps=config.inference_steps,
             progress=progress,
+            prompt=inversion_prompt,
         )
-    weights = _save_weights(output / "weights", video_unet, start_latents, config, frames.shape)
+    extra = (lambda tmp: save_control(tmp, model, control, config)) if control else None
+    weights = _save_weights(
+        output / "weights", video_unet, start_latents, config, frames.shape, extra=extra
+    )
     result = TuneResult(output=output, weights=weights)
     if config.edit_prompts:
         with log.stage("generation"), accelerator.autocast():
             videos = sample_videos(
-                video_unet, parts, start_latents, config.edit_prompts,
+                model, parts, start_latents, config.edit_prompts,
                 guidance_scale=config.guidance_scale, num_inference_steps=config.inference_steps,
                 progress=progress,
             )  # fmt: skip
@@ -272,8 +312,11 @@ def _write_config(path: Path, config: TuneConfig) -> None:
     os.replace(tmp, path)
 
 
-def _save_weights(folder: Path, video_unet, start_latents, config: TuneConfig, shape) -> Path:
-    """Write the tuned weights, the inverted source latent and ``tune.json``, atomically."""
+def _save_weights(
+    folder: Path, video_unet, start_latents, config: TuneConfig, shape, extra=None
+) -> Path:
+    """Write the tuned weights, the inverted source latent and ``tune.json``, atomically
+    (``extra(tmp)`` writes more into the folder: the ControlNets of ControlVideo)."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -297,6 +340,8 @@ def _save_weights(folder: Path, video_unet, start_latents, config: TuneConfig, s
             "fps": config.fps,
         }
         write_json_atomic(tmp / TUNE_RECORD, record)
+        if extra is not None:
+            extra(tmp)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
     finally:
