@@ -169,7 +169,7 @@ def test_bad_control_input_is_one_line_and_leaves_nothing(
         (["--controlnet", "CN", "--control", "canny", "--control", "canny"], "one --control per"),
         (["--controlnet", "CN", "--control", "canny", "--control-guidance-end", "0"],
          "start < end"),
-        (["--controlnet", "CN-MINI", "--control", "canny"], "needs 3-channel maps at 2x"),
+        (["--controlnet", "CN-MINI", "--control", "canny"], "does not fit this model"),
     ],
 )  # fmt: skip
 def test_bad_controlnet_flags_are_one_line(tiny_sd_folder, video, tiny_controlnet_folder,

@@ -70,6 +70,7 @@ def controlvideo_config(explicit: set[str] | None = None, **fields):
     """A :class:`~inr_smooth.pipelines.tune.TuneConfig` with ControlVideo's defaults under
     ``fields``. ``stride``, unless given, spreads the frames over a video file as ControlVideo
     does (``length // frames``; 1 for a folder of frames)."""
+    from ..config import config_from_dict
     from .tune import TuneConfig
 
     explicit = set(fields) if explicit is None else explicit
@@ -78,7 +79,7 @@ def controlvideo_config(explicit: set[str] | None = None, **fields):
     if "stride" not in explicit and values.get("video"):
         values["stride"] = _spread_stride(values["video"], values.get("frames", 8),
                                           values.get("start", 0))  # fmt: skip
-    return TuneConfig(**values)
+    return config_from_dict(TuneConfig, values)  # lists (YAML) become tuples
 
 
 def _spread_stride(video: str, frames: int, start: int) -> int:
