@@ -161,14 +161,21 @@ def write_report(
     return text
 
 
-def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) -> str:
-    """Run the demo into ``output`` (replaced whole when complete); returns the report."""
+def run_demo(
+    settings: QualitySettings,
+    output: Path,
+    *,
+    progress: bool = True,
+    methods: Sequence[str] = METHODS,
+) -> str:
+    """Run the demo (``methods``, of :data:`~inr_smooth.quality.RUNNERS`) into ``output``
+    (replaced whole when complete); returns the printed report."""
     from tqdm.auto import tqdm
 
     from .video_io import write_side_by_side, write_video
 
     output = check_report_folder(output, DEMO_FILES)
-    bar = tqdm(total=len(METHODS), desc="demo", unit="method", disable=not progress)
+    bar = tqdm(total=len(methods), desc="demo", unit="method", disable=not progress)
     started: list[str] = []
 
     def next_method(method: str) -> None:
@@ -178,7 +185,9 @@ def run_demo(settings: QualitySettings, output: Path, *, progress: bool = True) 
         bar.set_postfix_str(method)
 
     with one_torch_thread():  # the same table every run (see one_torch_thread)
-        result = run_case(DEMO_SCENE, DEMO_TARGET, settings, on_method=next_method)
+        result = run_case(
+            DEMO_SCENE, DEMO_TARGET, settings, methods=methods, on_method=next_method
+        )
     bar.update(bar.total - bar.n)
     bar.close()
     videos = [r["video"] for r in result.values()]

@@ -5,7 +5,10 @@ colour and shape, same motion). Every method produces the edited clip from the s
 
 * ``tune:none`` / ``tune:smoothvideo`` / ``tune:inr`` -- one-shot tuning (Tune-A-Video) with
   that smoothing loss, then generation from the inverted source;
-* ``edit:plain`` / ``edit:inr`` -- training-free inversion editing with gamma 0 / the default.
+* ``edit:plain`` / ``edit:inr`` -- training-free inversion editing with gamma 0 / the default;
+* ``tune:controlvideo`` / ``tune:controlvideo+inr`` (not in :data:`METHODS`; select them) --
+  ControlVideo's ControlNet-conditioned tuning with the source's Canny maps and the shipped
+  ``mini-canny`` ControlNet (:data:`CONTROLVIDEO_METHODS`), without and with INR(T).
 
 Each output is scored against the edited scene without any learned metric (:mod:`.scores`):
 colour accuracy and shape IoU where the output object is, colour flicker and the DIS warp
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
+CONTROLVIDEO_METHODS = ("tune:controlvideo", "tune:controlvideo+inr")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class QualitySettings:
     tune_guidance_scale: float = 7.5
     edit_guidance_scale: float = 7.5
     inversion_weight: float = 1.0  # gamma of edit:inr
+    controlnet: str = "mini-canny"  # of tune:controlvideo*; must fit the model
+    control: str = "canny"  # its maps: computed from the source clip
     seed: int = 0
     device: str = "auto"
 
@@ -100,12 +106,34 @@ def _edit_method(gamma_of: Callable[[QualitySettings], float], name: str) -> Cal
     return run
 
 
+def _controlvideo_method(smoothing: str) -> Callable:
+    def run(source: Path, scene: Scene, target: Scene, s: QualitySettings, work: Path):
+        from .pipelines.controlvideo import controlvideo_config
+        from .pipelines.tune import tune
+
+        config = controlvideo_config(
+            video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
+            model=s.model, output=str(work / f"controlvideo-{smoothing}"), smoothing=smoothing,
+            controlnets=(s.controlnet,), controls=(s.control,), frames=s.frames, size=s.size,
+            stride=1, steps=s.tune_steps, learning_rate=s.tune_learning_rate,
+            gradient_checkpointing=False, checkpoint_every=0,
+            guidance_scale=s.tune_guidance_scale, inference_steps=s.inference_steps,
+            seed=s.seed, device=s.device,
+        )  # fmt: skip
+        result = tune(config, progress=False)
+        return _read(result.samples[0]), result.log
+
+    return run
+
+
 RUNNERS = {
     "tune:none": _tune_method("none"),
     "tune:smoothvideo": _tune_method("smoothvideo"),
     "tune:inr": _tune_method("inr"),
     "edit:plain": _edit_method(lambda s: 0.0, "plain"),
     "edit:inr": _edit_method(lambda s: s.inversion_weight, "inr"),
+    "tune:controlvideo": _controlvideo_method("none"),
+    "tune:controlvideo+inr": _controlvideo_method("inr"),
 }
 
 
@@ -169,13 +197,14 @@ def _scores_only(case: dict[str, dict]) -> dict[str, dict]:
     return {k: {"scores": v["scores"], "seconds": v.get("seconds")} for k, v in case.items()}
 
 
-def _score_case(job: tuple[Scene, Scene, QualitySettings]) -> dict[str, dict]:
+def _score_case(job: tuple) -> dict[str, dict]:
     """One case in a worker process of :func:`run_cases` (one torch thread each)."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # one "Loading weights" bar per worker and method: noise
+    scene, target, settings, methods = job
     with one_torch_thread():
-        return _scores_only(run_case(*job))
+        return _scores_only(run_case(scene, target, settings, methods=methods))
 
 
 def run_cases(
@@ -184,6 +213,7 @@ def run_cases(
     *,
     jobs: int = 1,
     progress: bool = True,
+    methods: Sequence[str] = METHODS,
 ) -> list[dict[str, dict]]:
     """Scores (no videos) of every method on each (source, edit) pair, in order.
 
@@ -199,7 +229,9 @@ def run_cases(
             results = []
             with one_torch_thread():
                 for scene, target in pairs:
-                    results.append(_scores_only(run_case(scene, target, settings)))
+                    results.append(
+                        _scores_only(run_case(scene, target, settings, methods=methods))
+                    )
                     bar.update(1)
             return results
         import multiprocessing
@@ -207,7 +239,7 @@ def run_cases(
 
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(_score_case, (s, t, settings)) for s, t in pairs]
+            futures = [pool.submit(_score_case, (s, t, settings, methods)) for s, t in pairs]
             for future in futures:
                 future.add_done_callback(lambda _: bar.update(1))
             return [future.result() for future in futures]

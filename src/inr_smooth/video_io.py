@@ -32,6 +32,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "VideoError",
     "frames_digest",
+    "probe_video",
     "read_video",
     "tensor_to_video",
     "video_fps",
@@ -216,6 +217,43 @@ def video_fps(path: str | Path) -> float | None:
             return float(rate) if rate else None
     except (av.FFmpegError, IndexError):
         return None
+
+
+def probe_video(path: str | Path) -> tuple[int, int, int]:
+    """``(frame count, height, width)`` of a video file or frame folder, at its own size.
+
+    A file is demuxed packet by packet (no decoding) unless its stream states its frame count.
+    """
+    import av
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VideoError(f"video not found: {path}")
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise VideoError(
+                f"expected numbered {'/'.join(FRAME_SUFFIXES)} frames in {path}, found none"
+            )
+        try:
+            with Image.open(files[0]) as image:
+                width, height = image.size
+        except OSError as exc:
+            raise VideoError(f"cannot read frame {files[0]}: {exc}") from None
+        return len(files), height, width
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise VideoError(f"expected a video file ({', '.join(VIDEO_SUFFIXES)}), got {path.name}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"expected a video stream in {path}, found none")
+            stream = container.streams.video[0]
+            height, width = stream.codec_context.height, stream.codec_context.width
+            count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+    except av.FFmpegError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise VideoError(f"cannot read {path}: {reason} (corrupt or unsupported?)") from None
+    return int(count), int(height), int(width)
 
 
 # ----------------------------------------------------------------------------- tensors

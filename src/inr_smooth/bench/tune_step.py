@@ -46,6 +46,9 @@ class TuneStepBench:
     attention: str = "sparse_causal"
     device: str = "auto"
     seed: int = 0
+    # controlvideo: ControlVideo's UNet (key-frame attention, parallel temporal branch) with one
+    # ControlNet (ControlNetModel.from_unet) and ControlVideo's trainable set in both
+    host: Literal["tune-a-video", "controlvideo"] = "tune-a-video"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in SMOOTHING_MODES]
@@ -67,8 +70,11 @@ class _Step:
     def __init__(self, bench: TuneStepBench, device: torch.device):
         self.device = device
         unet = bench_unet(bench.model, device, seed=bench.seed)
-        self.video_unet = inflate_unet(unet, attention=bench.attention).to(device)
-        set_trainable(self.video_unet)
+        if bench.host == "controlvideo":
+            self.video_unet = _controlvideo_model(unet, bench, device)
+        else:
+            self.video_unet = inflate_unet(unet, attention=bench.attention).to(device)
+            set_trainable(self.video_unet)
         if bench.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
         self.video_unet.train()
@@ -122,6 +128,28 @@ class _Step:
         _reset_peak_rss()
         self(mode)
         return peak_rss_mb()
+
+
+def _controlvideo_model(unet, bench: TuneStepBench, device: torch.device):
+    """ControlVideo's UNet + one ControlNet reading maps at 8x the latents, conditioned on
+    seeded random maps, with its trainable set."""
+    from diffusers import ControlNetModel
+
+    from ..models.controlnet import (
+        ControlledVideoUNet,
+        inflate_controlnet,
+        set_controlled_trainable,
+    )
+
+    controlnet = ControlNetModel.from_unet(unet).to(device)
+    video_unet = inflate_unet(unet, attention="keyframe", group_norm="video",
+                              architecture="controlvideo").to(device)  # fmt: skip
+    model = ControlledVideoUNet(video_unet, [inflate_controlnet(controlnet)])
+    set_controlled_trainable(model)
+    g = torch.Generator(device).manual_seed(bench.seed + 1)
+    maps = torch.rand(1, 3, bench.frames, bench.size, bench.size, generator=g, device=device)
+    model.set_conditions([maps])
+    return model
 
 
 def run_tune_step_bench(bench: TuneStepBench, *, progress: bool = True) -> dict:

@@ -57,6 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp32-frozen", action="store_true",
                    help="keep frozen weights in fp32 under mixed precision")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--host", choices=("tune-a-video", "controlvideo"), default="tune-a-video",
+                   help="controlvideo: ControlVideo's UNet + one ControlNet, its trainable set")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--inference-steps", type=int,
                          help="DDIM steps (default: the demo's)")  # fmt: skip
     quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    quality.add_argument("--methods", nargs="+", metavar="METHOD",
+                         help="methods (default: the demo's five; also tune:controlvideo, "
+                         "tune:controlvideo+inr)")  # fmt: skip
     quality.add_argument("--jobs", type=int, default=1,
                          help="clips run at once, one CPU thread each (same results)")  # fmt: skip
     quality.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -169,7 +174,7 @@ def _bench(args: argparse.Namespace, frames: int, size: int):
             model=args.model, frames=frames, size=size, modes=tuple(args.modes),
             repeats=args.repeats, warmup=args.warmup, mixed_precision=args.mixed_precision,
             gradient_checkpointing=args.gradient_checkpointing, device=args.device,
-            frozen_low_precision=not args.fp32_frozen,
+            frozen_low_precision=not args.fp32_frozen, host=args.host,
         )  # fmt: skip
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -219,7 +224,11 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 def _run_quality(args: argparse.Namespace) -> None:
     from ..demo import REPORT_FILES, check_report_folder
+    from ..quality import METHODS, RUNNERS
 
+    methods = tuple(args.methods or METHODS)
+    if any(m not in RUNNERS for m in methods):
+        raise CLIError(f"unknown --methods {methods}; expected some of {list(RUNNERS)}")
     if args.clips < 2:
         raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
     _at_least(jobs=(args.jobs, 1), frames=(args.frames, 3), tune_steps=(args.tune_steps, 1),
@@ -240,7 +249,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     )
     pairs = random_cases(args.clips, args.seed)
     try:
-        results = run_cases(pairs, settings, jobs=args.jobs)
+        results = run_cases(pairs, settings, jobs=args.jobs, methods=methods)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     title = (

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-steps", type=int, default=None, help="tuning steps per method")
     p.add_argument("--inference-steps", type=int, default=None, help="DDIM steps")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument(
+        "--methods", nargs="+", metavar="METHOD",
+        help="methods to run (default: the five above; also tune:controlvideo and "
+        "tune:controlvideo+inr: ControlVideo with the mini-canny ControlNet)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     math = p.add_argument_group("--math: the INR mathematics on constructed tensors")
     math.add_argument("--math", action="store_true", help="print the math tables only")
@@ -84,14 +89,19 @@ def _run(args: argparse.Namespace) -> None:
         _run_math(args)
         return
     from ..demo import run_demo
-    from ..quality import QualitySettings, with_overrides
+    from ..quality import METHODS, RUNNERS, QualitySettings, with_overrides
+
+    methods = tuple(args.methods or METHODS)
+    unknown = [m for m in methods if m not in RUNNERS]
+    if unknown:
+        raise CLIError(f"unknown --methods {unknown}; expected some of {list(RUNNERS)}")
 
     settings = with_overrides(
         QualitySettings(model=args.model, frames=args.frames, seed=args.seed, device=args.device),
         size=args.size, tune_steps=args.tune_steps, inference_steps=args.inference_steps,
     )  # fmt: skip
     try:
-        print(run_demo(settings, args.output))
+        print(run_demo(settings, args.output, methods=methods))
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
 

@@ -34,11 +34,20 @@ step and saves a checkpoint; --resume continues from it (or, after tuning had fi
 straight to generation); settings that would change the tuned weights are refused with
 --resume. A run that fails before a checkpoint exists leaves nothing behind.
 
+ControlVideo (--controlnet, one --control each): the tuning is conditioned on ControlNet maps
+of every frame (canny computed here; hed/depth/pose with the optional detectors; or a video /
+folder of your maps), with ControlVideo's key-frame attention, temporal branch, trainable set
+and defaults (8 frames spread over the clip, 300 steps, guidance 12, INR lambda 0.2) where
+neither you nor the model folder set a value.
+
 examples:
   inr-smooth tune --model mini --video clip.gif \\
       --prompt "a red circle moving right on a blue background" \\
       --edit-prompt "a green square moving right on a blue background" --output runs/mini
   inr-smooth tune --config configs/tune/jeep-car.yaml --video car-turn.mp4 --output runs/jeep-inr
+  inr-smooth tune --model mini --controlnet mini-canny --control canny --video clip.gif \\
+      --prompt "a red circle moving right on a blue background" \\
+      --edit-prompt "a green square moving right on a blue background" --output runs/cv
 """
 
 
@@ -109,6 +118,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--skip-memory-check", action="store_true",
                     help="run even when the up-front estimate says it will not fit")  # fmt: skip
+    cv = p.add_argument_group("ControlVideo (ControlNet-conditioned tuning)")
+    cv.add_argument(
+        "--controlnet", dest="controlnets", action="append", metavar="PATH_OR_ID",
+        help="a diffusers ControlNet (hub id or folder; mini-canny / mini-depth for --model "
+        "mini); repeatable, one --control each",
+    )  # fmt: skip
+    cv.add_argument(
+        "--control", dest="controls", action="append", metavar="canny|hed|depth|pose|PATH",
+        help="the maps of the matching --controlnet: a detector run on the source frames, or a "
+        "video / folder of maps (one per tuned frame or per source frame)",
+    )  # fmt: skip
+    cv.add_argument("--control-scale", dest="control_scales", action="append", type=float,
+                    metavar="S", help="conditioning scale: one for all or one per ControlNet "
+                    "(1.0)")  # fmt: skip
+    cv.add_argument("--control-guidance-start", type=float, metavar="FRACTION",
+                    help="ControlNets act from this fraction of the sampling steps (0)")
+    cv.add_argument("--control-guidance-end", type=float, metavar="FRACTION",
+                    help="... up to this fraction (1)")  # fmt: skip
     gen = p.add_argument_group("generation")
     gen.add_argument("--inference-steps", type=int, help="DDIM steps (model's, else 50)")
     gen.add_argument("--guidance-scale", type=float,
@@ -122,7 +149,8 @@ KEYS = (
     "beta", "chain", "detach_anchor", "lambda_factor", "frames", "size", "start", "stride",
     "resize", "latent_sampling", "steps", "learning_rate", "attention", "mixed_precision",
     "gradient_checkpointing", "use_8bit_adam", "checkpoint_every", "validate_every", "device",
-    "inference_steps", "guidance_scale", "seed",
+    "inference_steps", "guidance_scale", "seed", "controlnets", "controls", "control_scales",
+    "control_guidance_start", "control_guidance_end",
 )  # fmt: skip
 
 

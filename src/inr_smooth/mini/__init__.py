@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MINI_MODEL_DIR", "resolve_model"]
+__all__ = ["MINI_CONTROLNETS", "MINI_CONTROLNET_DIR", "MINI_MODEL_DIR", "resolve_controlnet",
+           "resolve_model"]  # fmt: skip
 
 MINI_MODEL_DIR = Path(__file__).resolve().parent / "model"
+MINI_CONTROLNET_DIR = Path(__file__).resolve().parent / "controlnets"
+# the mini ControlNets (python -m inr_smooth.mini.train_controlnet) and the condition each reads
+MINI_CONTROLNETS = {"mini-canny": "canny", "mini-depth": "depth"}
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -24,3 +28,18 @@ def resolve_model(name_or_path: str) -> str:
             "install? reinstall inr-smooth, or train it: python -m inr_smooth.mini.train)"
         )
     return str(MINI_MODEL_DIR)
+
+
+def resolve_controlnet(name_or_path: str) -> str:
+    """``"mini-canny"`` / ``"mini-depth"`` -> the shipped ControlNet folder; anything else is
+    returned unchanged."""
+    if name_or_path not in MINI_CONTROLNETS:
+        return name_or_path
+    folder = MINI_CONTROLNET_DIR / MINI_CONTROLNETS[name_or_path]
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped ControlNet {name_or_path} is missing from {folder} (a broken install? "
+            f"reinstall inr-smooth, or train it: python -m inr_smooth.mini.train_controlnet "
+            f"--condition {MINI_CONTROLNETS[name_or_path]})"
+        )
+    return str(folder)

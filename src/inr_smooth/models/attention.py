@@ -47,6 +47,7 @@ ATTENTION_MODES = ("none", "sparse_causal", "first_frame", "keyframe", "middle",
 __all__ = [
     "ATTENTION_MODES",
     "CrossFrameAttnProcessor",
+    "ParallelTemporalAttention",
     "TemporalAttention",
     "VideoTransformerBlock",
     "check_attention_mode",
@@ -88,12 +89,21 @@ class CrossFrameAttnProcessor:
     from the shared :class:`FrameContext`. When called with ``encoder_hidden_states`` (an
     ``attn1`` configured as cross-attention) it behaves as plain attention, and so does a layer
     with fewer than ``min_channels`` channels (FateZero's ``least_sc_channel``; 0: none).
+
+    ``branch`` (ControlVideo's temporal branch, :class:`ParallelTemporalAttention`): a module
+    run on this attention's own input (the block's ``norm1`` output) whose result is added to
+    this attention's output, i.e. right after key-frame attention, before the block's residual
+    connection and cross-attention.
     """
 
     def __init__(
-        self, context: FrameContext, mode: AttentionMode = "sparse_causal", keyframe=0,
+        self,
+        context: FrameContext,
+        mode: AttentionMode = "sparse_causal",
+        keyframe=0,
         min_channels: int = 0,
-    ):  # fmt: skip
+        branch: nn.Module | None = None,
+    ):
         check_attention_mode(mode, keyframe)
         if not isinstance(min_channels, int) or min_channels < 0:
             raise ValueError(f"min_channels must be an integer >= 0, got {min_channels!r}")
@@ -101,9 +111,11 @@ class CrossFrameAttnProcessor:
         self.mode = mode
         self.keyframe = keyframe
         self.min_channels = min_channels
+        self.branch = branch
 
     def __repr__(self) -> str:
         extra = f", min_channels={self.min_channels}" if self.min_channels else ""
+        extra += ", branch" if self.branch is not None else ""
         return f"{type(self).__name__}(mode={self.mode!r}, keyframe={self.keyframe}{extra})"
 
     def __call__(
@@ -156,7 +168,10 @@ class CrossFrameAttnProcessor:
         out = attn.to_out[1](attn.to_out[0](out))  # linear, dropout
         if attn.residual_connection:
             out = out + residual
-        return out / attn.rescale_output_factor
+        out = out / attn.rescale_output_factor
+        if self.branch is not None:
+            out = out + self.branch(residual)  # residual: this attention's input (norm1's output)
+        return out
 
 
 class TemporalAttention(nn.Module):
@@ -209,16 +224,61 @@ class TemporalAttention(nn.Module):
         return rearrange(x, "(b n) f c -> (b f) n c", b=b)
 
 
+class ParallelTemporalAttention(nn.Module):
+    """ControlVideo's temporal branch (Zhao et al. 2023, thu-ml/controlvideo): self-attention
+    over the frames at every spatial position, then a 1x1 convolution that starts at zero.
+
+    ``(b f, n, c) -> (b f, n, c)``: ``conv(attn(rearrange(x, "(b f) n c -> (b n) f c")))``, no
+    norm of its own and no residual: it reads the tokens key-frame attention reads (``norm1``'s
+    output) and its result is added to key-frame attention's output (see
+    :class:`CrossFrameAttnProcessor`'s ``branch``). ``attn`` starts as a copy of the block's
+    ``attn1`` (ControlVideo's ``attn_temp``), ``conv`` (its ``conv_temp``) with weight and bias
+    zero, so the branch adds exactly zero until it is trained. Nothing is drawn from any random
+    generator. The 1x1 convolution over the token grid is applied as the linear map it is.
+    """
+
+    def __init__(self, attn1: Attention, *, context: FrameContext) -> None:
+        super().__init__()
+        self.context = context
+        dim = attn1.query_dim
+        with torch.device("meta"):
+            self.attn = Attention(
+                query_dim=dim, heads=attn1.heads, dim_head=attn1.inner_dim // attn1.heads,
+                bias=attn1.use_bias, upcast_attention=attn1.upcast_attention,
+                out_bias=attn1.to_out[0].bias is not None,
+            )  # fmt: skip
+            self.conv = nn.Conv2d(dim, dim, kernel_size=1)
+        param = attn1.to_q.weight
+        self.to_empty(device=param.device)
+        self.to(param.dtype)
+        with torch.no_grad():
+            self.attn.load_state_dict(attn1.state_dict())
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, norm_hidden_states: Tensor) -> Tensor:
+        b, f = self.context.fold(norm_hidden_states)
+        x = rearrange(norm_hidden_states, "(b f) n c -> (b n) f c", b=b, f=f)
+        x = rearrange(self.attn(x), "(b n) f c -> (b f) n c", b=b)
+        return F.linear(x, self.conv.weight.flatten(1), self.conv.bias)  # the 1x1 conv
+
+
 class VideoTransformerBlock(nn.Module):
     """A diffusers ``BasicTransformerBlock`` (``spatial``) followed by temporal attention.
 
     Same call signature as ``BasicTransformerBlock``, so ``Transformer2DModel`` (and its
-    gradient checkpointing) treat it as the block it replaces. The temporal attention runs on
-    the block's output, i.e. after the feed-forward and before the transformer's ``proj_out``:
-    where Tune-A-Video's BasicTransformerBlock applies ``attn_temp``.
+    gradient checkpointing) treat it as the block it replaces. A :class:`TemporalAttention` runs
+    on the block's output, i.e. after the feed-forward and before the transformer's
+    ``proj_out``: where Tune-A-Video's BasicTransformerBlock applies ``attn_temp``. A
+    :class:`ParallelTemporalAttention` (ControlVideo) is only held here: the ``attn1``
+    processor runs it, inside the spatial block.
     """
 
-    def __init__(self, spatial: BasicTransformerBlock, temporal: TemporalAttention | None):
+    def __init__(
+        self,
+        spatial: BasicTransformerBlock,
+        temporal: TemporalAttention | ParallelTemporalAttention | None,
+    ):
         super().__init__()
         self.spatial = spatial
         self.temporal = temporal
@@ -244,6 +304,6 @@ class VideoTransformerBlock(nn.Module):
             class_labels=class_labels,
             added_cond_kwargs=added_cond_kwargs,
         )
-        if self.temporal is not None:
+        if isinstance(self.temporal, TemporalAttention):
             hidden_states = self.temporal(hidden_states)
         return hidden_states

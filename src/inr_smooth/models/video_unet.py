@@ -9,6 +9,10 @@ Tune-A-Video's inflation, by composition on current diffusers instead of a forke
 * each transformer block is followed by temporal attention over the frames
   (:class:`~.attention.TemporalAttention`), zero-initialised so that the inflated model starts
   out computing exactly what the image model computes;
+* ``architecture="controlvideo"`` (ControlVideo, Zhao et al. 2023) instead runs a temporal
+  branch in parallel with spatial self-attention (:class:`~.attention.ParallelTemporalAttention`,
+  fed with ``norm1``'s output, through a zero-initialised 1x1 convolution, its attention a copy
+  of ``attn1``), only in down blocks 0-2 and up blocks 1-3, never in the mid block;
 * GroupNorm in the ResNet blocks and before ``conv_out`` normalises each frame on its own
   (``group_norm="per_frame"``, the image model's behaviour) or pools its statistics over all
   frames (``"video"``, what Tune-A-Video's 5-D GroupNorm does; the transformers' input norm
@@ -16,14 +20,14 @@ Tune-A-Video's inflation, by composition on current diffusers instead of a forke
 
 Parameter names are those of the 2-D UNet under ``unet.``, with ``.spatial`` inserted after
 ``transformer_blocks.<i>`` and the temporal attention at ``transformer_blocks.<i>.temporal``
-(``.norm``, ``.attn``), e.g. ``unet.mid_block.attentions.0.transformer_blocks.0.temporal.attn.
-to_q.weight``.
+(``.norm``, ``.attn``; ControlVideo's branch: ``.attn``, ``.conv``), e.g.
+``unet.mid_block.attentions.0.transformer_blocks.0.temporal.attn.to_q.weight``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -41,6 +45,7 @@ from .attention import (
     ATTENTION_MODES,
     AttentionMode,
     CrossFrameAttnProcessor,
+    ParallelTemporalAttention,
     TemporalAttention,
     VideoTransformerBlock,
     check_attention_mode,
@@ -49,6 +54,10 @@ from .frames import FrameCheckpoint, FrameContext, swap_group_norm
 
 GroupNormMode = Literal["per_frame", "video"]
 GROUP_NORM_MODES = ("per_frame", "video")
+Architecture = Literal["tune_a_video", "controlvideo"]
+ARCHITECTURES = ("tune_a_video", "controlvideo")
+# ControlVideo's temporal branch: down blocks 0-2 and up blocks 1-3 (libs/unet.py), no mid block
+CONTROLVIDEO_TEMPORAL_BLOCKS = {"down_blocks": (0, 1, 2), "up_blocks": (1, 2, 3)}
 _INIT_SEED = 0  # seed of the generator new temporal attention weights are drawn from
 
 # Tune-A-Video's `trainable_modules`: the query projections and the temporal attention (its
@@ -57,10 +66,19 @@ TUNE_A_VIDEO_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal.attn")
 # Our default: the same plus the temporal attention's LayerNorm.
 DEFAULT_TRAINABLE = (*TUNE_A_VIDEO_TRAINABLE, "temporal.norm")
 # Tune-A-Video module names accepted in `set_trainable` patterns.
-_TAV_PATTERN_ALIASES = {"attn_temp": "temporal.attn", "norm_temp": "temporal.norm"}
+_TAV_PATTERN_ALIASES = {
+    "attn_temp": "temporal.attn",
+    "norm_temp": "temporal.norm",
+    "conv_temp": "temporal.conv",  # ControlVideo
+}
+# ControlVideo's trainable modules in the UNet (its configs' `trainable_modules`, whose
+# `norm_temp` matches nothing in its model); its ControlNets train `attn1.to_out` too
+CONTROLVIDEO_TRAINABLE = ("attn1.to_out", "temporal.attn", "temporal.conv")
 
 __all__ = [
+    "ARCHITECTURES",
     "ATTENTION_MODES",
+    "CONTROLVIDEO_TRAINABLE",
     "DEFAULT_TRAINABLE",
     "GROUP_NORM_MODES",
     "TUNE_A_VIDEO_TRAINABLE",
@@ -84,6 +102,8 @@ class VideoUNetConfig:
     group_norm: GroupNormMode = "per_frame"  # ResNet / output GroupNorm statistics
     # blocks narrower than this attend within their own frame (FateZero's least_sc_channel)
     cross_frame_min_channels: int = 0
+    # where temporal attention goes: after every block, or ControlVideo's parallel branch
+    architecture: Architecture = "tune_a_video"
 
     def __post_init__(self) -> None:
         check_attention_mode(self.attention, self.keyframe)
@@ -92,6 +112,10 @@ class VideoUNetConfig:
             raise ValueError(
                 f"cross_frame_min_channels must be an integer >= 0, got "
                 f"{self.cross_frame_min_channels!r}"
+            )
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
             )
         if self.group_norm not in GROUP_NORM_MODES:
             raise ValueError(
@@ -122,10 +146,17 @@ class VideoUNet(nn.Module):
         self.frames = FrameContext()
         self.config = config
         self._self_attentions: list[Attention] = []
+        self._branches: list[ParallelTemporalAttention | None] = []
         generator = torch.Generator().manual_seed(_INIT_SEED)
-        for module in list(unet.modules()):
+        for name, module in list(unet.named_modules()):
             if isinstance(module, Transformer2DModel):
-                self._self_attentions += _wrap_blocks(module, config, self.frames, generator)
+                temporal = config.temporal_attention and _has_temporal(name, config.architecture)
+                wrapped = _wrap_blocks(module, config, temporal, self.frames, generator)
+                self._self_attentions += [block.spatial.attn1 for block in wrapped]
+                self._branches += [
+                    b.temporal if isinstance(b.temporal, ParallelTemporalAttention) else None
+                    for b in wrapped
+                ]
         self.set_cross_frame_attention(
             config.attention, config.keyframe, config.cross_frame_min_channels
         )
@@ -142,13 +173,19 @@ class VideoUNet(nn.Module):
     def set_cross_frame_attention(
         self, mode: AttentionMode, keyframe: int = 0, min_channels: int | None = None
     ) -> None:
-        """Install the cross-frame processor ``mode`` on every spatial self-attention; blocks
-        with fewer than ``min_channels`` channels attend per frame (None: keep the setting)."""
+        """Install the cross-frame processor ``mode`` on every spatial self-attention (with
+        its layer's ControlVideo temporal branch, if any); blocks with fewer than
+        ``min_channels`` channels attend per frame (None: keep the setting)."""
         if min_channels is None:
             min_channels = self.config.cross_frame_min_channels
         processor = CrossFrameAttnProcessor(self.frames, mode, keyframe, min_channels)
-        for attn in self._self_attentions:
-            attn.set_processor(processor)
+        for attn, branch in zip(self._self_attentions, self._branches, strict=True):
+            if branch is None:
+                attn.set_processor(processor)
+            else:
+                attn.set_processor(CrossFrameAttnProcessor(
+                    self.frames, mode, keyframe, min_channels, branch=branch
+                ))  # fmt: skip
         self.config = replace(
             self.config, attention=mode, keyframe=keyframe, cross_frame_min_channels=min_channels
         )
@@ -181,6 +218,8 @@ class VideoUNet(nn.Module):
         timestep: Tensor | float | int,
         encoder_hidden_states: Tensor,
         *,
+        down_block_additional_residuals: Sequence[Tensor] | None = None,
+        mid_block_additional_residual: Tensor | None = None,
         return_dict: bool = True,
     ) -> VideoUNetOutput | tuple[Tensor]:
         """Predict the noise of every frame.
@@ -190,14 +229,22 @@ class VideoUNet(nn.Module):
             timestep: one diffusion timestep for all (a number or 0-d tensor) or one per video
                 ``(b,)``; shared by the frames of a video.
             encoder_hidden_states: prompt embeddings ``(b, n, d)``, one per video.
+            down_block_additional_residuals, mid_block_additional_residual: ControlNet
+                residuals, ``(b, c, f, h, w)`` each (see :mod:`.controlnet`), added where
+                ``UNet2DConditionModel`` adds them.
         """
         b, f = self._check_inputs(sample, encoder_hidden_states)
         self._check_processors()
         timesteps = repeat(self._timesteps(timestep, b, sample.device), "b -> (b f)", f=f)
         frames = rearrange(sample, "b c f h w -> (b f) c h w")
         prompt = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
+        residuals = {}
+        if down_block_additional_residuals is not None or mid_block_additional_residual is not None:
+            residuals = _fold_residuals(
+                down_block_additional_residuals, mid_block_additional_residual, b, f
+            )
         with self.frames.frames(f):
-            out = self.unet(frames, timesteps, prompt, return_dict=False)[0]
+            out = self.unet(frames, timesteps, prompt, return_dict=False, **residuals)[0]
         out = rearrange(out, "(b f) c h w -> b c f h w", b=b)
         return VideoUNetOutput(sample=out) if return_dict else (out,)
 
@@ -243,14 +290,46 @@ class VideoUNet(nn.Module):
         )
 
 
+def _fold_residuals(down, mid, b: int, f: int) -> dict:
+    """ControlNet residuals ``(b, c, f, h, w)`` as the 2-D UNet's keyword arguments."""
+    if down is None or mid is None:
+        raise ValueError(
+            "expected both down_block_additional_residuals and mid_block_additional_residual "
+            "(ControlNet residuals), got only one"
+        )
+    for x in (*down, mid):
+        if x.ndim != 5 or x.shape[0] != b or x.shape[2] != f:
+            raise ValueError(
+                f"expected ControlNet residuals of shape (b, c, f, h, w) with b = {b}, f = {f}, "
+                f"got {tuple(x.shape)}"
+            )
+    fold = "b c f h w -> (b f) c h w"
+    return {
+        "down_block_additional_residuals": tuple(rearrange(x, fold) for x in down),
+        "mid_block_additional_residual": rearrange(mid, fold),
+    }
+
+
+def _has_temporal(name: str, architecture: str) -> bool:
+    """Whether the transformer at ``name`` (e.g. ``down_blocks.1.attentions.0``) gets temporal
+    attention: all of them for Tune-A-Video, ControlVideo's blocks for ControlVideo."""
+    if architecture == "tune_a_video":
+        return True
+    parts = name.split(".")
+    return parts[0] in CONTROLVIDEO_TEMPORAL_BLOCKS and (
+        int(parts[1]) in CONTROLVIDEO_TEMPORAL_BLOCKS[parts[0]]
+    )
+
+
 def _wrap_blocks(
     transformer: Transformer2DModel,
     config: VideoUNetConfig,
+    temporal_attention: bool,
     frames: FrameContext,
     generator: torch.Generator,
-) -> list[Attention]:
-    """Replace each BasicTransformerBlock by a VideoTransformerBlock; return their attn1."""
-    self_attentions = []
+) -> list[VideoTransformerBlock]:
+    """Replace each BasicTransformerBlock by a VideoTransformerBlock; return them."""
+    wrapped = []
     for i, block in enumerate(transformer.transformer_blocks):
         if not isinstance(block, BasicTransformerBlock):
             raise ValueError(
@@ -258,7 +337,9 @@ def _wrap_blocks(
                 f"got {type(block).__name__}"
             )
         temporal = None
-        if config.temporal_attention:
+        if temporal_attention and config.architecture == "controlvideo":
+            temporal = ParallelTemporalAttention(block.attn1, context=frames)
+        elif temporal_attention:
             attn1 = block.attn1
             param = next(block.parameters())
             temporal = TemporalAttention(
@@ -272,8 +353,8 @@ def _wrap_blocks(
                 meta=param.device.type == "meta",
             ).to(device=param.device, dtype=param.dtype)
         transformer.transformer_blocks[i] = VideoTransformerBlock(block, temporal)
-        self_attentions.append(block.attn1)
-    return self_attentions
+        wrapped.append(transformer.transformer_blocks[i])
+    return wrapped
 
 
 def inflate_unet(
@@ -284,6 +365,7 @@ def inflate_unet(
     keyframe: int = 0,
     group_norm: GroupNormMode = "per_frame",
     cross_frame_min_channels: int = 0,
+    architecture: Architecture = "tune_a_video",
 ) -> VideoUNet:
     """Turn a pretrained ``UNet2DConditionModel`` into a :class:`VideoUNet`.
 
@@ -300,14 +382,18 @@ def inflate_unet(
             (Tune-A-Video's statistics over all frames).
         cross_frame_min_channels: transformer blocks with fewer channels keep per-frame
             attention (FateZero's ``least_sc_channel``, e.g. 640 with ``"middle"``); 0: none.
+        architecture: ``"tune_a_video"`` (temporal attention after every transformer block) or
+            ``"controlvideo"`` (ControlVideo's parallel temporal branch in down blocks 0-2 and
+            up blocks 1-3; use it with ``attention="keyframe"`` as ControlVideo does).
     """
     if not isinstance(unet2d, UNet2DConditionModel):
         raise ValueError(f"expected a diffusers UNet2DConditionModel, got {type(unet2d).__name__}")
     if any(isinstance(m, VideoTransformerBlock) for m in unet2d.modules()):
         raise ValueError("expected a 2-D UNet, got one that is already inflated")
     config = VideoUNetConfig(
-        attention, keyframe, temporal_attention, group_norm, cross_frame_min_channels
-    )
+        attention, keyframe, temporal_attention, group_norm,
+        cross_frame_min_channels=cross_frame_min_channels, architecture=architecture,
+    )  # fmt: skip
     return VideoUNet(unet2d, config)
 
 

@@ -260,6 +260,11 @@ def load_video_unet_weights(
                 f"the weights were saved with temporal_attention={config.temporal_attention}, "
                 f"this video UNet has temporal_attention={video_unet.config.temporal_attention}"
             )
+        if video_unet.config.architecture != config.architecture:
+            raise ValueError(
+                f"the weights were saved with architecture={config.architecture!r}, "
+                f"this video UNet has architecture={video_unet.config.architecture!r}"
+            )
     elif isinstance(unet, UNet2DConditionModel):
         _check_architecture(unet, record["base_architecture"])
         video_unet = inflate_unet(
@@ -268,6 +273,8 @@ def load_video_unet_weights(
             temporal_attention=config.temporal_attention,
             keyframe=config.keyframe,
             group_norm=config.group_norm,
+            cross_frame_min_channels=config.cross_frame_min_channels,
+            architecture=config.architecture,
         )
     else:
         raise ValueError(

@@ -128,8 +128,9 @@ def _reinvert(config, record, video_unet, parts, steps, progress) -> torch.Tenso
     if expected and frames_digest(frames) != expected:
         raise ValueError(f"{video} is not the video these weights were tuned on")
     latents = encode_video(parts.vae, video_to_tensor(frames)[None].to(parts.vae.device))
+    prompt = record["prompt"] if record.get("config", {}).get("controlnets") else ""
     return invert_source(video_unet, parts, latents.float(), num_inference_steps=steps,
-                         progress=progress)  # fmt: skip
+                         progress=progress, prompt=prompt)  # fmt: skip
 
 
 def generate(config: GenerateConfig, *, progress: bool = True) -> list[Path]:
@@ -145,6 +146,7 @@ def _generate(config: GenerateConfig, progress: bool) -> list[Path]:
 
     from ..models import load_video_unet_weights
     from .components import load_parts
+    from .controlvideo import load_control
     from .sampling import sample_videos, write_samples
     from .tune import resolve_device
 
@@ -160,11 +162,14 @@ def _generate(config: GenerateConfig, progress: bool) -> list[Path]:
     device = resolve_device(config.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     parts = load_parts(config.model or record["model"], device=device, dtype=dtype)
+    steps = config.inference_steps or record["inference_steps"]
     try:
         video_unet = load_video_unet_weights(parts.unet, weights).to(device)
+        video_unet = load_control(  # ControlVideo runs: their tuned ControlNets and maps
+            weights, video_unet, parts, device=device, dtype=dtype, inference_steps=steps
+        )
     except Exception as exc:  # SafetensorError, shape mismatches: a cut or foreign file
         raise ValueError(f"cannot load the tuned weights in {weights}: {exc}") from None
-    steps = config.inference_steps or record["inference_steps"]
     if config.from_noise:
         shape = (1, parts.unet.config.in_channels, record["frames"],
                  record["height"] // parts.vae_scale_factor,

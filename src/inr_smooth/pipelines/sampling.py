@@ -37,11 +37,13 @@ def invert_source(
     *,
     num_inference_steps: int,
     progress: bool = True,
+    prompt: str = "",
 ) -> Tensor:
-    """DDIM-invert the source latents ``(1, c, f, h, w)`` with the empty prompt: ``z_T``."""
-    empty = encode_prompts(parts, [""])
+    """DDIM-invert the source latents ``(1, c, f, h, w)`` with ``prompt`` (Tune-A-Video: the
+    empty prompt; ControlVideo: the source caption), no guidance: ``z_T``."""
+    embeds = encode_prompts(parts, [prompt])
     schedule = DDIMSchedule.from_scheduler(parts.scheduler, num_inference_steps)
-    noise_fn = guided_noise_fn(video_unet, empty)
+    noise_fn = guided_noise_fn(video_unet, embeds)
     trajectory = ddim_invert(latents, noise_fn, schedule, progress=progress)
     return trajectory.final_latents
 

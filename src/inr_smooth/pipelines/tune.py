@@ -4,8 +4,10 @@
 video UNet, tunes its query projections and temporal attention on the video with
 :func:`~inr_smooth.pipelines.training.training_step` (smoothing ``none | smoothvideo |
 smoothvideo-simple | inr``), saves the tuned weights the moment tuning ends, DDIM-inverts the
-source with the tuned model and generates one video per edit prompt from it. The run folder
-(:mod:`.tune_run`) holds:
+source with the tuned model and generates one video per edit prompt from it. With
+``controlnets`` it is ControlVideo's tuning instead (:mod:`.controlvideo`: ControlNet-conditioned,
+key-frame attention, its temporal branch and trainable set). The run folder (:mod:`.tune_run`)
+holds:
 
 * ``config.yaml`` -- the resolved config; ``log.json`` -- losses per step, time and peak memory
   per stage, where each setting came from, versions;

@@ -9,11 +9,12 @@ output is written.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from ..model_info import ModelInfo, describe_model
+from .controlvideo_config import CONTROLVIDEO_SMOOTH_WEIGHT, check_control_config, host_defaults
 from .settings import check_all, finite, or_unset, resolve_model_fields, seed_ok
 
 __all__ = [
@@ -94,6 +95,14 @@ class TuneConfig:
     fps: float = 8.0
     seed: int = 33
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # ControlVideo (pipelines/controlvideo.py): tuning conditioned on ControlNets, one control
+    # video each, with ControlVideo's defaults where nothing is set. No ControlNets: Tune-A-Video.
+    controlnets: tuple[str, ...] = ()  # hub ids / diffusers folders, or mini-canny, mini-depth
+    controls: tuple[str, ...] = ()  # per ControlNet: canny | hed | depth | pose | maps path
+    control_scales: tuple[float, ...] = ()  # per ControlNet, or one for all (empty: 1.0)
+    control_guidance_start: float = 0.0  # ControlNets act from this fraction of the steps ...
+    control_guidance_end: float = 1.0  # ... to this one
+    canny_thresholds: tuple[int, ...] = (100, 100)  # ControlVideo's
 
     def __post_init__(self) -> None:
         if self.smoothing not in SMOOTHING_MODES:
@@ -125,13 +134,17 @@ class TuneConfig:
              "checkpoint_every and validate_every must be >= 0"),
             (seed_ok(self.seed), f"seed must be an integer in [0, 2**63), got {self.seed}"),
         ))  # fmt: skip
+        check_control_config(self)
 
     @property
     def weight(self) -> float:
-        """The smoothing weight actually used."""
-        if self.smooth_weight is None:
-            return DEFAULT_SMOOTH_WEIGHT[self.smoothing]
-        return self.smooth_weight
+        """The smoothing weight actually used (ControlVideo's INR default: the paper's 0.2)."""
+        if self.smooth_weight is not None:
+            return self.smooth_weight
+        default = DEFAULT_SMOOTH_WEIGHT[self.smoothing]
+        if self.controlnets:
+            return CONTROLVIDEO_SMOOTH_WEIGHT.get(self.smoothing, default)
+        return default
 
 
 @dataclass(frozen=True)
@@ -151,12 +164,21 @@ def prepare_tune(config: TuneConfig, sources: dict[str, str] | None = None) -> P
     if config.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
         raise ValueError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes")
     info = describe_model(config.model)
-    config, sources = resolve_model_fields(config, info, "tune", TUNE_DEFAULTS, sources)
+    sources = dict(sources or {})
+    builtin = dict(TUNE_DEFAULTS)
+    if config.controlnets:  # ControlVideo's defaults where the user and the model say nothing
+        host, changes = host_defaults(config, sources, info.recommended_for("tune"))
+        builtin.update(host)
+        config = replace(config, **changes)
+        sources.update(dict.fromkeys(changes, "ControlVideo default"))
+    config, sources = resolve_model_fields(config, info, "tune", builtin, sources or None)
+    if config.controlnets:
+        sources.update({k: "ControlVideo default" for k, v in sources.items()
+                        if v == "default" and k in host})  # fmt: skip
     if config.smooth_weight is None:
-        from dataclasses import replace
-
-        config = replace(config, smooth_weight=DEFAULT_SMOOTH_WEIGHT[config.smoothing])
-        sources["smooth_weight"] = f"default for {config.smoothing}"
+        host_name = "ControlVideo" if config.controlnets else config.smoothing
+        config = replace(config, smooth_weight=config.weight)
+        sources["smooth_weight"] = f"default for {host_name}"
     if config.size % info.size_multiple:
         multiple = info.size_multiple
         raise ValueError(

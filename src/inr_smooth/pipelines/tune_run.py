@@ -63,6 +63,7 @@ class RunFolder:
     overwrite: bool = False
     checkpoint: object = None  # checkpoints.Checkpoint to resume from, if any
     tuned: dict | None = None  # weights/tune.json of finished tuning, if any
+    maps: list | None = None  # ControlVideo: each ControlNet's control maps of the frames
     tuning_done: bool = False  # tuned for the asked steps already: generation alone is left
     created: bool = False
     written: list[Path] = field(default_factory=list)
@@ -158,9 +159,11 @@ def open_run(prepared: PreparedTune, *, resume: bool, overwrite: bool):
     video and, for ``resume``, the settings against the checkpoint's. ``(run, frames,
     digest)``; raises one-line errors."""
     from ..video_io import frames_digest
+    from .controlvideo_config import read_controls
 
     run = RunFolder.open(prepared.config.output, resume=resume, overwrite=overwrite)
     frames = read_source(prepared.config)
+    run.maps = read_controls(prepared.config, frames)  # ControlVideo's maps, checked; or None
     digest = frames_digest(frames)
     run.check_resume(prepared.config, digest)
     return run, frames, digest

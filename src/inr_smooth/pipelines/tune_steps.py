@@ -49,7 +49,8 @@ class TuneSession:
 
         c, info = self.config, self.prepared.model
         parts = meta_parts(info)
-        video_unet = inflate_unet(parts.unet, attention=c.attention)
+        architecture = "controlvideo" if c.controlnets else "tune_a_video"
+        video_unet = inflate_unet(parts.unet, attention=c.attention, architecture=architecture)
         set_trainable(video_unet, c.trainable)
         train = RunMemory(parts, video_unet, batch=1, training=True,
                           checkpointing=c.gradient_checkpointing)
@@ -67,39 +68,58 @@ class TuneSession:
         """The base model, the prompt embeddings and the source's latents (distribution)."""
         from ..video_io import video_to_tensor
         from .components import encode_prompts, encode_video_distribution, load_parts
+        from .controlvideo import prepare_control
 
         self.parts = load_parts(self.prepared.model.source, device=self.device)
+        self.control = prepare_control(self.config, self.run.maps, self.parts, self.device)
         self.prompt_embeds = encode_prompts(self.parts, [self.config.prompt])
         video = video_to_tensor(self.frames)[None].to(self.device)
         self.latent_mean, self.latent_std = encode_video_distribution(self.parts.vae, video)
+
+    @property
+    def inversion_prompt(self) -> str:
+        """Tune-A-Video inverts with the empty prompt, ControlVideo with the source caption."""
+        return self.config.prompt if self.config.controlnets else ""
 
     def config_yaml(self) -> str:
         return yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
 
     def tune(self) -> None:
-        """The tuning loop; checkpoints carry the resolved config and the loss history."""
+        """The tuning loop; checkpoints carry the resolved config and the loss history. With
+        ControlNets, ControlVideo's model: the UNet and its ControlNets, tuned together."""
         from ..models import inflate_unet, set_trainable
+        from ..models.controlnet import set_controlled_trainable
+        from .controlvideo import controlled_model
         from .trainer import LoopSettings, cast_frozen_, run_tuning_loop
 
         c = self.config
-        video_unet = inflate_unet(self.parts.unet, attention=c.attention, group_norm=c.group_norm)
-        set_trainable(video_unet, c.trainable)
+        video_unet = inflate_unet(
+            self.parts.unet, attention=c.attention, group_norm=c.group_norm,
+            architecture="controlvideo" if self.control else "tune_a_video",
+        )  # fmt: skip
+        model = video_unet
+        if self.control:
+            model = controlled_model(video_unet, self.control, c, self.parts)
+            set_controlled_trainable(model, c.trainable)
+        else:
+            set_trainable(video_unet, c.trainable)
         if self.accelerator.mixed_precision in ("bf16", "fp16"):  # frozen weights: half memory
             low = torch.bfloat16 if self.accelerator.mixed_precision == "bf16" else torch.float16
-            cast_frozen_(video_unet, low)
+            cast_frozen_(model, low)
         if c.gradient_checkpointing:
-            video_unet.enable_gradient_checkpointing()
+            model.enable_gradient_checkpointing()
         settings = LoopSettings(steps=c.steps, learning_rate=c.learning_rate,
                                 use_8bit_adam=c.use_8bit_adam,
                                 checkpoint_every=c.checkpoint_every, seed=c.seed)  # fmt: skip
-        self.video_unet = run_tuning_loop(
-            video_unet, self._step_fn(), settings, self.run.output, accelerator=self.accelerator,
+        self.model = run_tuning_loop(
+            model, self._step_fn(), settings, self.run.output, accelerator=self.accelerator,
             resume=self.run.checkpoint or False, on_step=self._on_step,
             validate_every=c.validate_every, validate=self._validate,
             checkpoint_extra=self._checkpoint_extra, progress=self.progress,
         )  # fmt: skip
+        self.video_unet = self.model.unet if self.control else self.model
         self.log.info["trainable_parameters"] = sum(
-            p.numel() for p in self.video_unet.parameters() if p.requires_grad
+            p.numel() for p in self.model.parameters() if p.requires_grad
         )
 
     def save_weights(self) -> None:
@@ -114,6 +134,10 @@ class TuneSession:
             with write_errors(folder):
                 save_video_unet_weights(self.video_unet, tmp)
                 write_record(tmp, self.config, self.frames.shape, self.digest, self.config.steps)
+                if self.control:  # ControlVideo: the tuned ControlNets and their maps
+                    from .controlvideo import save_control
+
+                    save_control(tmp, self.model, self.control, self.config)
                 shutil.rmtree(folder, ignore_errors=True)
                 tmp.rename(folder)
         finally:
@@ -123,9 +147,13 @@ class TuneSession:
     def load_tuned_weights(self) -> None:
         """``--resume`` after tuning had finished: the saved weights, no tuning."""
         from ..models import load_video_unet_weights
+        from .controlvideo import load_control
 
         self.video_unet = load_video_unet_weights(self.parts.unet, self.weights_dir)
         self.video_unet.to(self.device).eval()
+        self.model = load_control(self.weights_dir, self.video_unet, self.parts,
+                                  inference_steps=self.config.inference_steps,
+                                  device=self.device)  # fmt: skip
         previous = self.run.output / "log.json"
         if previous.is_file():
             import json
@@ -145,8 +173,9 @@ class TuneSession:
             if int(saved.get("inference_steps", torch.tensor(-1))) == steps:
                 return saved["latents"].to(self.device)
         with self.accelerator.autocast():
-            start = invert_source(self.video_unet, self.parts, self.latent_mean,
-                                  num_inference_steps=steps, progress=self.progress)  # fmt: skip
+            start = invert_source(self.model, self.parts, self.latent_mean,
+                                  num_inference_steps=steps, progress=self.progress,
+                                  prompt=self.inversion_prompt)  # fmt: skip
         tensors = {"latents": start.detach().float().cpu().contiguous(),
                    "inference_steps": torch.tensor(steps)}  # fmt: skip
         tmp = path.with_name(f".{path.name}.tmp")
@@ -166,7 +195,7 @@ class TuneSession:
         todo = [p for p, n in zip(prompts, names, strict=True)
                 if not (folder / f"{n}.gif").is_file()]  # fmt: skip
         with self.accelerator.autocast():
-            videos = sample_videos(self.video_unet, self.parts, start, todo,
+            videos = sample_videos(self.model, self.parts, start, todo,
                                    guidance_scale=c.guidance_scale,
                                    num_inference_steps=c.inference_steps, progress=self.progress)
         written = write_samples(folder, todo, videos, source=self.frames, fps=c.fps,
@@ -214,7 +243,8 @@ class TuneSession:
         c = self.config
         prompts = (c.edit_prompts or (c.prompt,))[:1]
         start = invert_source(model, self.parts, self.latent_mean,
-                              num_inference_steps=c.inference_steps, progress=False)
+                              num_inference_steps=c.inference_steps, progress=False,
+                              prompt=self.inversion_prompt)
         videos = sample_videos(model, self.parts, start, prompts, guidance_scale=c.guidance_scale,
                                num_inference_steps=c.inference_steps, progress=False)
         folder = self.run.output / "validation" / f"step-{step}"
