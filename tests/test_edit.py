@@ -172,6 +172,7 @@ def test_size_must_suit_the_unets_downsamplings(parts):
 def test_presets_are_edit_configs_without_a_video(preset):
     assert not {"video", "output"} & set(yaml.safe_load(preset.read_text()))
     config = load_config(EditConfig, preset, video="clip.mp4")
-    assert config.source_prompt and config.prompt and config.inversion_weight == 1.0
+    assert config.source_prompt and config.prompt  # gamma: the paper's value for the editor
+    assert config.inversion_weight == (0.5 if config.editor == "video-p2p" else 1.0)
     with pytest.raises(ConfigError, match="unknown EditConfig key"):
         load_config(EditConfig, preset, not_a_key=1)

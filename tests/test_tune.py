@@ -163,9 +163,10 @@ def test_cli_tune_refuses_a_used_output_folder(tiny_sd_folder, video, tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "preset", sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("controlvideo-*.yaml"))),
+    "preset", sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("controlvideo-*.yaml"))
+                     - set(CONFIGS.glob("video-p2p-*.yaml"))),
     ids=lambda p: p.stem,
-)  # ControlVideo's presets: tests/test_controlvideo.py
+)  # ControlVideo's presets: tests/test_controlvideo.py; Video-P2P's: tests/test_video_p2p.py
 def test_presets_are_valid_tune_configs(preset):
     config = load_config(TuneConfig, preset, video="clip.mp4")
     assert config.prompt and config.edit_prompts

@@ -332,10 +332,14 @@ def ddim_sample(
     num_inference_steps: int = 50,
     *,
     progress: bool = False,
+    step_callback: Callable[[int, Tensor], Tensor | None] | None = None,
 ) -> Tensor:
     """DDIM sampling from level ``tau_K`` down to ``tau_0`` (the reverse of :func:`ddim_invert`).
 
-    Args mirror :func:`ddim_invert`. Returns the float32 latents at the lowest level.
+    Args mirror :func:`ddim_invert`; ``step_callback(index, latents)``, if given, runs after
+    each step (``index`` into the schedule, counting down) and may return latents to go on
+    with (prompt-to-prompt's local blending), or None. Returns the float32 latents at the
+    lowest level.
     """
     _check_latents(latents)
     schedule = (
@@ -348,4 +352,7 @@ def ddim_sample(
     for index in tqdm(steps, desc="DDIM sampling", disable=not progress):
         noise_pred = _call_noise_fn(noise_fn, z, int(schedule.timesteps[index]))
         z = schedule.sample_step(z, noise_pred, index)
+        if step_callback is not None:
+            changed = step_callback(index, z)
+            z = z if changed is None else changed.float()
     return z

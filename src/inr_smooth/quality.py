@@ -8,7 +8,11 @@ colour and shape, same motion). Every method produces the edited clip from the s
 * ``edit:plain`` / ``edit:inr`` -- training-free inversion editing with gamma 0 / the default;
 * ``tune:controlvideo`` / ``tune:controlvideo+inr`` (not in :data:`METHODS`; select them) --
   ControlVideo's ControlNet-conditioned tuning with the source's Canny maps and the shipped
-  ``mini-canny`` ControlNet (:data:`CONTROLVIDEO_METHODS`), without and with INR(T).
+  ``mini-canny`` ControlNet (:data:`CONTROLVIDEO_METHODS`), without and with INR(T);
+* ``edit:video-p2p`` / ``edit:video-p2p+inr`` (not in :data:`METHODS`; select them) -- Video-P2P:
+  T2S tuning on the source (shared by the two), then its editor (null-text inversion, decoupled
+  guidance, prompt-to-prompt control with the shape words blended) with gamma 0 / the paper's
+  0.5 for Video-P2P (:data:`VIDEO_P2P_METHODS`).
 
 Each output is scored against the edited scene without any learned metric (:mod:`.scores`):
 colour accuracy and shape IoU where the output object is, colour flicker and the DIS warp
@@ -43,6 +47,7 @@ __all__ = [
 
 METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
 CONTROLVIDEO_METHODS = ("tune:controlvideo", "tune:controlvideo+inr")
+VIDEO_P2P_METHODS = ("edit:video-p2p", "edit:video-p2p+inr")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class QualitySettings:
     inversion_weight: float = 1.0  # gamma of edit:inr
     controlnet: str = "mini-canny"  # of tune:controlvideo*; must fit the model
     control: str = "canny"  # its maps: computed from the source clip
+    video_p2p_inversion_weight: float = 0.5  # gamma of edit:video-p2p+inr (the paper's)
     seed: int = 0
     device: str = "auto"
 
@@ -126,6 +132,47 @@ def _controlvideo_method(smoothing: str) -> Callable:
     return run
 
 
+def _t2s_weights(source: Path, scene: Scene, s: QualitySettings, work: Path) -> tuple[Path, dict]:
+    """Video-P2P's first stage on the source, once per case (``work/t2s``): the weights folder
+    and the tuning run's stages."""
+    import json
+
+    from .pipelines.tune import tune
+    from .pipelines.video_p2p_config import t2s_config
+
+    run = work / "t2s"
+    if not (run / "log.json").is_file():
+        tune(t2s_config(
+            video=str(source), prompt=scene.caption, model=s.model, output=str(run),
+            smoothing="none", frames=s.frames, size=s.size, steps=s.tune_steps,
+            learning_rate=s.tune_learning_rate, gradient_checkpointing=False,
+            checkpoint_every=0, inference_steps=s.inference_steps, seed=s.seed, device=s.device,
+        ), progress=False)  # fmt: skip
+    stages = json.loads((run / "log.json").read_text()).get("stages", {})
+    return run / "weights", {f"t2s_{name}": stage for name, stage in stages.items()}
+
+
+def _video_p2p_method(gamma_of: Callable[[QualitySettings], float], name: str) -> Callable:
+    def run(source: Path, scene: Scene, target: Scene, s: QualitySettings, work: Path):
+        from .pipelines.edit import edit
+        from .pipelines.video_p2p_config import video_p2p_config
+
+        weights, tuning = _t2s_weights(source, scene, s, work)
+        swapped = {w: 2.0 for w in (target.color, target.shape)}  # the new words, x 2
+        prepared = video_p2p_config(
+            video=str(source), source_prompt=scene.caption, prompt=target.caption,
+            model=s.model, weights=str(weights), output=str(work / f"video-p2p-{name}"),
+            inversion_weight=gamma_of(s), frames=s.frames, size=s.size, start=0, stride=1,
+            inference_steps=s.inference_steps, guidance_scale=s.edit_guidance_scale,
+            blend_words=(scene.shape,), edit_blend_words=(target.shape,), reweight=swapped,
+            seed=s.seed, device=s.device,
+        )  # fmt: skip
+        result = edit(prepared, progress=False)
+        return _read(result.files[0]), {"stages": {**tuning, **result.log["stages"]}}
+
+    return run
+
+
 RUNNERS = {
     "tune:none": _tune_method("none"),
     "tune:smoothvideo": _tune_method("smoothvideo"),
@@ -134,6 +181,8 @@ RUNNERS = {
     "edit:inr": _edit_method(lambda s: s.inversion_weight, "inr"),
     "tune:controlvideo": _controlvideo_method("none"),
     "tune:controlvideo+inr": _controlvideo_method("inr"),
+    "edit:video-p2p": _video_p2p_method(lambda s: 0.0, "plain"),
+    "edit:video-p2p+inr": _video_p2p_method(lambda s: s.video_p2p_inversion_weight, "inr"),
 }
 
 

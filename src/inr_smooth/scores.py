@@ -29,7 +29,8 @@ __all__ = [
 # (method, its baseline): the differences that the paper's claims are about
 COMPARISONS = (("tune:inr", "tune:none"), ("tune:smoothvideo", "tune:none"),
                ("edit:inr", "edit:plain"),
-               ("tune:controlvideo+inr", "tune:controlvideo"))  # fmt: skip
+               ("tune:controlvideo+inr", "tune:controlvideo"),
+               ("edit:video-p2p+inr", "edit:video-p2p"))  # fmt: skip
 # name -> (column title, better: "higher" | "lower" | "one" (closest to 1) | None); in table
 # order: appearance, smoothness, then motion right beside it
 METRICS: dict[str, tuple[str, str | None]] = {

@@ -4,7 +4,9 @@ Each mode edits the same frames with the same model and settings; only the inver
 differs: ``plain`` (gamma 0), ``inr-final`` (gamma 1, ``apply_at="final_step"``) and
 ``inr-every`` (gamma 1, ``"every_step"``). Modes are interleaved and rotated over rounds; each
 mode reports the median of its rounds for inversion, sampling and total time, and the peak
-device memory and peak CPU RSS over its stages.
+device memory and peak CPU RSS over its stages. ``editor`` picks FateZero's editor (default)
+or Video-P2P's (training-free: the base model inflated as T2S does; its null-text optimisation
+is a stage of its own, skipped with ``fast``); the UNet is inflated as the editor's config says.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from ..models import inflate_unet
 from ..pipelines.components import StableDiffusionParts, load_parts
 from ..pipelines.edit import EditConfig, EditPipeline
 from ..pipelines.tune import resolve_device
+from ..pipelines.video_p2p_config import video_p2p_defaults
 from ..runlog import RunLog, environment
 from ..synthetic import Scene, render
 from .models import SD15_UNET_CONFIG
 
 __all__ = ["EDIT_MODES", "EditBench", "run_edit_bench"]
+
+_EDITORS = {"fatezero": "FateZero's editor", "video-p2p": "Video-P2P's editor"}
 
 EDIT_MODES = {
     "plain": {"inversion_weight": 0.0},
@@ -53,8 +58,13 @@ class EditBench:
     warmup: int = 1
     dtype: str = "auto"
     device: str = "auto"
+    editor: str = "fatezero"  # fatezero | video-p2p
+    fast: bool = False  # video-p2p: no null-text optimisation
 
     def __post_init__(self) -> None:
+        if self.editor not in _EDITORS or (self.fast and self.editor != "video-p2p"):
+            raise ValueError(f"editor must be fatezero or video-p2p (fast: video-p2p only), got "
+                             f"{self.editor!r}, fast={self.fast}")  # fmt: skip
         unknown = [m for m in self.modes if m not in EDIT_MODES]
         if unknown or "plain" not in self.modes:
             raise ValueError(f"modes must include 'plain' and be among {list(EDIT_MODES)}")
@@ -98,7 +108,6 @@ def run_edit_bench(bench: EditBench, *, progress: bool = True) -> dict:
 
     device = resolve_device(bench.device)
     parts = _parts(bench.model, device, resolve_dtype(bench.dtype, device))
-    video_unet = inflate_unet(parts.unet, attention="full", temporal_attention=False)
     scene = Scene(color="red", shape="circle", motion="right")
     frames = render(scene, bench.frames, bench.size)
     base = EditConfig(
@@ -106,7 +115,11 @@ def run_edit_bench(bench: EditBench, *, progress: bool = True) -> dict:
         prompt=scene.edited(color="green").caption,
         model=bench.model, frames=bench.frames, size=bench.size,
         inference_steps=bench.inference_steps, dtype=bench.dtype, device=bench.device,
+        editor=bench.editor, fast=bench.fast,
     )  # fmt: skip
+    pipeline, video_unet = _editor(bench, parts, base)
+    if bench.editor == "video-p2p":
+        base = video_p2p_defaults(base)[0]
     stages: dict[str, list[dict]] = {mode: [] for mode in bench.modes}
     rounds = bench.warmup + bench.repeats
     bar = tqdm(total=rounds * len(bench.modes), desc="edit bench", disable=not progress)
@@ -116,7 +129,7 @@ def run_edit_bench(bench: EditBench, *, progress: bool = True) -> dict:
             for mode in bench.modes[k:] + bench.modes[:k]:
                 config = replace(base, output=f"{tmp}/{mode}-{r}", **EDIT_MODES[mode])
                 log = RunLog(device)
-                EditPipeline(parts, video_unet, config, log=log, progress=False)(frames)
+                pipeline(parts, video_unet, config, log=log, progress=False)(frames)
                 if r >= bench.warmup:
                     stages[mode].append(log.stages)
                 bar.update(1)
@@ -124,15 +137,28 @@ def run_edit_bench(bench: EditBench, *, progress: bool = True) -> dict:
     return _report(bench, stages, device)
 
 
+def _editor(bench: EditBench, parts, base: EditConfig):
+    """The pipeline class and the video UNet, inflated as the editor's config says."""
+    if bench.editor == "video-p2p":
+        from ..pipelines.video_p2p import VideoP2PPipeline, load_video_p2p_unet
+
+        return VideoP2PPipeline, load_video_p2p_unet(parts, video_p2p_defaults(base)[0])
+    video_unet = inflate_unet(parts.unet, attention=base.attention, temporal_attention=False,
+                              cross_frame_min_channels=base.cross_frame_min_channels)  # fmt: skip
+    return EditPipeline, video_unet
+
+
 def _report(bench: EditBench, stages: dict[str, list[dict]], device: torch.device) -> dict:
     def median(mode: str, names: tuple[str, ...]) -> float:
-        return statistics.median(sum(s[n]["seconds"] for n in names) for s in stages[mode])
+        return statistics.median(
+            sum(s.get(n, {}).get("seconds", 0.0) for n in names) for s in stages[mode]
+        )
 
     def peak(mode: str, key: str) -> float | None:
         values = [v.get(key) for s in stages[mode] for v in s.values() if v.get(key) is not None]
         return max(values) if values else None
 
-    everything = ("encode", "inversion", "sampling", "decode")
+    everything = ("encode", "inversion", "null_text", "sampling", "decode")
     base = median("plain", everything)
     cases = []
     for mode in bench.modes:
@@ -141,6 +167,7 @@ def _report(bench: EditBench, stages: dict[str, list[dict]], device: torch.devic
             "mode": mode, **EDIT_MODES[mode], "frames": bench.frames, "size": bench.size,
             "inference_steps": bench.inference_steps,
             "inversion_s": round(median(mode, ("inversion",)), 4),
+            "null_text_s": round(median(mode, ("null_text",)), 4),
             "sampling_s": round(median(mode, ("sampling",)), 4),
             "total_s": round(total, 4), "time_ratio_to_plain": round(total / base, 4),
             "peak_device_memory_mb": peak(mode, "peak_device_memory_mb"),
@@ -159,21 +186,24 @@ def _report(bench: EditBench, stages: dict[str, list[dict]], device: torch.devic
 
 def edit_table(report: dict) -> str:
     s = report["settings"]
+    null_text = s.get("editor") == "video-p2p" and not s.get("fast")
     lines = [
-        f"Edit benchmark: model `{s['model']}`, {s['frames']} frames at {s['size']} px, "
-        f"{s['inference_steps']} + {s['inference_steps']} DDIM steps, device {report['device']}; "
-        f"median of {s['repeats']} interleaved rounds.",
+        f"Edit benchmark ({_EDITORS[s.get('editor', 'fatezero')]}"
+        f"{', fast' if s.get('fast') else ''}): model `{s['model']}`, {s['frames']} frames at "
+        f"{s['size']} px, {s['inference_steps']} + {s['inference_steps']} DDIM steps, device "
+        f"{report['device']}; median of {s['repeats']} interleaved rounds.",
         "",
-        "| mode | gamma | inversion (s) | sampling (s) | total (s) | total / plain "
-        "| peak device MB | peak CPU RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | gamma | inversion (s) | " + ("null-text (s) | " if null_text else "")
+        + "sampling (s) | total (s) | total / plain | peak device MB | peak CPU RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if null_text else ""),
     ]
     for c in report["cases"]:
         device_mb = (
             "–" if c["peak_device_memory_mb"] is None else f"{c['peak_device_memory_mb']:.0f}"
         )
+        extra = f"| {c['null_text_s']:.3f} " if null_text else ""
         lines.append(
-            f"| {c['mode']} | {c['inversion_weight']:g} | {c['inversion_s']:.3f} "
+            f"| {c['mode']} | {c['inversion_weight']:g} | {c['inversion_s']:.3f} {extra}"
             f"| {c['sampling_s']:.3f} | {c['total_s']:.3f} | {c['time_ratio_to_plain']:.3f} "
             f"| {device_mb} | {c['peak_cpu_rss_mb']:.0f} |"
         )

@@ -15,6 +15,7 @@ same run (modes interleaved, medians after warm-up), so they are meaningful on n
 
   tune-step  the tuning step (forward, smoothing loss, backward, AdamW) per smoothing mode
   edit       training-free editing: plain inversion vs INR(TF) final-step / every-step
+             (--editor fatezero, the default, or video-p2p: with its null-text stage)
   sweep      tune-step over several frame counts and sizes: markdown table and PNG plots
   quality    every smoothing method on many seeded synthetic clips, scored with exact ground
              truth: mean ± standard error per method (the demo's comparison, at scale)
@@ -89,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ed.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                     help="model precision (auto: fp16 on CUDA, fp32 on CPU)")  # fmt: skip
     ed.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ed.add_argument("--editor", choices=("fatezero", "video-p2p"), default="fatezero",
+                    help="FateZero's editor or Video-P2P's (training-free, with null-text)")
+    ed.add_argument("--fast", action="store_true",
+                    help="video-p2p: skip the null-text optimisation (Video-P2P's --fast)")
     ed.add_argument("--json", type=Path, help="write the report here")
     ed.set_defaults(handler=_run_edit)
     sweep = kinds.add_parser("sweep", help="tune-step over frames and sizes, with plots",
@@ -116,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--device", default="auto", help="auto | cpu | cuda")
     quality.add_argument("--methods", nargs="+", metavar="METHOD",
                          help="methods (default: the demo's five; also tune:controlvideo, "
-                         "tune:controlvideo+inr)")  # fmt: skip
+                         "tune:controlvideo+inr, edit:video-p2p, edit:video-p2p+inr)")  # fmt: skip
     quality.add_argument("--jobs", type=int, default=1,
                          help="clips run at once, one CPU thread each (same results)")  # fmt: skip
     quality.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -284,6 +289,7 @@ def _run_edit(args: argparse.Namespace) -> None:
             model=args.model, frames=args.frames, size=args.size,
             inference_steps=args.inference_steps, modes=tuple(args.modes),
             repeats=args.repeats, warmup=args.warmup, dtype=args.dtype, device=args.device,
+            editor=args.editor, fast=args.fast,
         )  # fmt: skip
         report = run_edit_bench(bench)
     except user_errors() as exc:

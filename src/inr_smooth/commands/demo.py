@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods", nargs="+", metavar="METHOD",
         help="methods to run (default: the five above; also tune:controlvideo and "
-        "tune:controlvideo+inr: ControlVideo with the mini-canny ControlNet)",
+        "tune:controlvideo+inr: ControlVideo with the mini-canny ControlNet; edit:video-p2p "
+        "and edit:video-p2p+inr: Video-P2P, T2S tuning then its editor)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     math = p.add_argument_group("--math: the INR mathematics on constructed tensors")

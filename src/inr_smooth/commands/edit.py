@@ -45,6 +45,23 @@ Prompt-to-prompt (FateZero's p2p_config):
                             --cross-frame-min-channels 640 for per-frame attention in SD's
                             320-channel blocks
 
+Video-P2P (--editor video-p2p; Liu et al. 2023):
+  The source is DDIM-inverted (the pivot), then null-text inversion optimises one empty-prompt
+  embedding per step (shared by all frames) so that guided sampling reconstructs the source;
+  the batch [source, edit] is sampled with decoupled guidance (the source row with the
+  optimised embeddings, the edit row with the plain empty prompt) under prompt-to-prompt
+  control of the cross-attention, the source's temporal-attention maps for the first
+  --self-replace steps and local blending by --blend-words (and --edit-blend-words, the edit
+  prompt's words). Defaults where nothing is set: --cross-replace 0.2, frame attention
+  (first_frame), --inversion-weight 0.5 (the paper's value for Video-P2P).
+  --weights RUN/weights     the weights/ of a T2S tuning run (inr-smooth tune --config
+                            configs/tune/video-p2p-rabbit.yaml ...): its base model, video,
+                            caption and frames are taken from it unless given; without it the
+                            base model is edited training-free
+  --fast                    no null-text optimisation (Video-P2P's --fast): the source row is
+                            sampled without guidance
+  The output folder also gets <prompt>-reconstruction.mp4 (the source row).
+
 Inversion cache:
   With --cache-dir DIR the inverted latents and stored attention are saved there (one
   safetensors file per video, prompt, model, steps and attention settings): trying other edit
@@ -64,6 +81,8 @@ examples:
       --prompt "a green square moving right on a blue background" --output runs/mini-edit
   inr-smooth edit --config configs/edit/van-gogh-flower.yaml --video sunflower.mp4 \\
       --output runs/sunflower-van-gogh
+  inr-smooth edit --config configs/edit/video-p2p-rabbit.yaml \\
+      --weights runs/rabbit-t2s/weights --output runs/origami-rabbit
   inr-smooth edit --video car-turn.mp4 --source-prompt "a jeep car is moving on the road" \\
       --prompt "a jeep car is moving on the road, Van Gogh style" \\
       --model stable-diffusion-v1-5/stable-diffusion-v1-5 --inversion-weight 1.0 \\
@@ -76,6 +95,7 @@ _KEYS = (
     "inference_steps", "guidance_scale", "attention", "self_replace", "blend_words",
     "blend_threshold", "fusion_min_downsample", "attention_store", "cache_dir", "seed", "fps",
     "dtype", "device", "cross_replace", "controller", "reweight", "cross_frame_min_channels",
+    "editor", "weights", "fast", "null_text_iterations", "edit_blend_words",
 )  # fmt: skip
 
 
@@ -166,6 +186,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reweight", nargs="+", metavar="WORD=SCALE",
         help="scale the cross-attention of edit-prompt words (FateZero's eq_params)",
     )  # fmt: skip
+    vp = p.add_argument_group("Video-P2P (--editor video-p2p)")
+    vp.add_argument("--editor", choices=("fatezero", "video-p2p"),
+                    help="FateZero's editor (fatezero, the default) or Video-P2P's")  # fmt: skip
+    vp.add_argument("--weights", metavar="RUN/weights",
+                    help="a T2S tuning run's weights/ folder (default: training-free)")  # fmt: skip
+    vp.add_argument("--fast", action="store_true", default=None,
+                    help="skip the null-text optimisation (Video-P2P's --fast)")  # fmt: skip
+    vp.add_argument("--null-text-iterations", type=int, metavar="N",
+                    help="Adam iterations per step of the null-text optimisation, at most (10)")
+    vp.add_argument("--edit-blend-words", nargs="+", metavar="WORD",
+                    help="the edit prompt's blend words (default: --blend-words)")  # fmt: skip
     hw = p.add_argument_group("hardware")
     hw.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     hw.add_argument("--skip-memory-check", action="store_true",

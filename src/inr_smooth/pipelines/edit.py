@@ -378,12 +378,18 @@ class EditPipeline:
 
 def edit(config: EditConfig | PreparedEdit, *, overwrite: bool = False, memory_check: bool = True,
          progress: bool = True) -> EditResult:  # fmt: skip
-    """Edit ``config.video`` as ``config.prompt`` says; see the module docstring.
+    """Edit ``config.video`` as ``config.prompt`` says; see the module docstring
+    (``editor="video-p2p"``: :mod:`.video_p2p`).
 
     Settings, the output folder (empty, or replaced with ``overwrite``), the video and the
     memory the run needs are checked before the model loads."""
     prepared = config if isinstance(config, PreparedEdit) else prepare_edit(config)
     config = prepared.config
+    if config.editor == "video-p2p":  # Video-P2P's editor: pipelines/video_p2p.py
+        from .video_p2p import edit_video_p2p
+
+        return edit_video_p2p(prepared, overwrite=overwrite, memory_check=memory_check,
+                              progress=progress)  # fmt: skip
     check_output(Path(config.output).expanduser(), overwrite=overwrite)
     frames = read_source(config)  # bad video input fails before the model loads
     if memory_check:

@@ -18,6 +18,7 @@ from ..outputs import OutputError, check_output_dir, folder_is_empty
 from .p2p_words import check_control_fields
 from .settings import check_all, finite, or_unset, resolve_model_fields, seed_ok
 from .tune_config import DEFAULT_MODEL
+from .video_p2p_config import check_editor_fields
 
 __all__ = [
     "EDIT_DEFAULTS",
@@ -73,6 +74,15 @@ class EditConfig:
     controller: Literal["auto", "replace", "refine"] = "auto"  # auto: word swap iff as many words
     reweight: dict = field(default_factory=dict)  # {edit-prompt word: scale} (FateZero's eq_params)
     cross_frame_min_channels: int = 0  # narrower blocks attend per frame (its least_sc_channel)
+    # the editor: FateZero's (above), or Video-P2P's (pipelines/video_p2p.py: T2S weights,
+    # null-text inversion, decoupled guidance; its defaults where nothing is set, see
+    # pipelines/video_p2p_config.py)
+    editor: Literal["fatezero", "video-p2p"] = "fatezero"
+    weights: str | None = None  # video-p2p: RUN/weights of a T2S tune run; None: training-free
+    fast: bool = False  # video-p2p: no null-text optimisation (Video-P2P's --fast)
+    null_text_iterations: int = 10  # video-p2p: Adam iterations per step, at most
+    edit_blend_words: tuple[str, ...] = ()  # video-p2p: the edit prompt's blend words
+    # (LocalBlend's second word); empty: blend_words, found in the edit prompt
     # run
     seed: int = 0  # seed of the Gaussian random noise rho of INR(TF)
     fps: float = 8.0
@@ -107,6 +117,7 @@ class EditConfig:
             (seed_ok(self.seed), f"seed must be an integer in [0, 2**63), got {self.seed}"),
         ))  # fmt: skip
         check_control_fields(self)
+        check_editor_fields(self)
         for word in self.blend_words if self.source_prompt else ():
             if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", self.source_prompt, re.I):
                 raise ValueError(
@@ -125,6 +136,10 @@ class PreparedEdit:
 
 def prepare_edit(config: EditConfig, sources: dict[str, str] | None = None) -> PreparedEdit:
     """Resolve the model-dependent fields and check everything that needs no model weights."""
+    if config.editor == "video-p2p":  # its defaults, and a T2S run's record, where none is set
+        from .video_p2p_config import video_p2p_defaults
+
+        config, sources = video_p2p_defaults(config, sources)
     missing = [k for k in ("video", "source_prompt", "prompt") if not getattr(config, k)]
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)

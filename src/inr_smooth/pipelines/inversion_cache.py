@@ -1,7 +1,8 @@
 """Inverted source videos cached on disk, so that several edits of one video share one inversion.
 
 A cache entry is one safetensors file, ``<cache_dir>/inversion-<key>.safetensors``, holding the
-latents editing needs and the attention store (:mod:`.attention_store`). ``key`` is a SHA-256 of
+latents editing needs, the attention store (:mod:`.attention_store`) and an editor's extra
+float32 tensors (Video-P2P's null-text embeddings, :mod:`.video_p2p`). ``key`` is a SHA-256 of
 everything the inversion depends on (:func:`cache_key`): the decoded frames, the source prompt,
 the model (a hub id, or a folder's path with every file of every component: configs and
 tokenizer by content, weights by size and time), the package versions, the dtype, the number of
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,9 +56,16 @@ class InvertedVideo:
     final_noise_pred: Tensor  # eps_inv_K, the noise predicted at the last step
     final_latents: Tensor  # z_K; includes INR when apply_at == "every_step"
     store: AttentionStore | None = None  # stored attention for fusion, if any
+    # further float32 tensors an editor keeps with the inversion (Video-P2P: the null-text
+    # embeddings), saved and loaded bit for bit
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def tensors(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name).float() for name in _LATENTS}
+        latents = {name: getattr(self, name).float() for name in _LATENTS}
+        clash = sorted(set(self.extras) & set(latents))
+        if clash:
+            raise ValueError(f"extra tensors must not be named like the latents, got {clash}")
+        return {**latents, **{name: t.float() for name, t in self.extras.items()}}
 
 
 _LATENTS = ("source_latents", "penultimate_latents", "final_noise_pred", "final_latents")
@@ -153,15 +161,16 @@ def load_inversion(path: Path, material: dict, device=None) -> InvertedVideo | N
         _corrupt(path, f"unreadable ({type(exc).__name__})")
         return None
     text = json.dumps({"version": CACHE_VERSION, **material}, sort_keys=True, default=str)
-    if metadata.get(_MATERIAL) != text or set(tensors) != set(_LATENTS):
+    if metadata.get(_MATERIAL) != text or not set(_LATENTS) <= set(tensors):
         store.close()
         return None
-    if not all(bool(torch.isfinite(tensors[name]).all()) for name in _LATENTS):
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors.values()):
         store.close()
         _corrupt(path, "holding NaN or infinite latents")
         return None
     latents = {name: tensors[name].to(device).clone() for name in _LATENTS}
+    extras = {name: t.to(device).clone() for name, t in tensors.items() if name not in _LATENTS}
     if not len(store):
         store.close()
         store = None
-    return InvertedVideo(**latents, store=store)
+    return InvertedVideo(**latents, store=store, extras=extras)
