@@ -92,6 +92,13 @@ def test_job_ids_follow_content_and_settings_not_paths(tmp_path):
     assert scored[0].keys != first[0].keys  # ... scored again
 
 
+def test_a_seed_axis_multiplies_only_the_methods_that_use_a_seed(tmp_path):
+    jobs = expand(load_grid(write_grid(tmp_path, seed=[0, 1])))
+    count = {m: sum(j.method == m for j in jobs) for m in ("tune:inr", "edit:plain", "edit:inr")}
+    assert count == {"tune:inr": 4, "edit:plain": 3, "edit:inr": 12}  # gamma 0: no noise seed
+    assert {j.prepared.config.seed for j in jobs if j.method == "edit:inr"} == {0, 1}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -103,6 +110,8 @@ def test_job_ids_follow_content_and_settings_not_paths(tmp_path):
         ({"prompts": None}, "videos[0].prompts: no edit prompts"),
         ({"parameters": {"edit:plain": {"gamma": 0.5}}},
          "parameters.edit:plain.gamma: edit:plain fixes inversion_weight = 0.0"),
+        ({"parameters": {"edit:plain": {"seed": [1, 2]}}},
+         "parameters.edit:plain.seed: the outputs of edit:plain do not depend on it"),
         ({"parameters": {"edit:inr": {"gama": 0.5}}}, "parameters.edit:inr.gama: not a EditConfig"),
         ({"parameters": {"tune:none": {"steps": 2}}}, "parameters.tune:none: not a method or host"),
         ({"parameters": {"edit": {"output": "x"}}}, "parameters.edit.output: set by the batch"),
@@ -275,7 +284,8 @@ def fake_methods():
         return config_from_dict(FakeConfig, {**values, "video": video, "model": model,
                                              "source_prompt": source_prompt, "prompt": prompts[0]})
 
-    host = methods.Host("fake", FakeConfig, build, FakePrepared, _fake_run, per_prompt=True)
+    host = methods.Host("fake", FakeConfig, build, FakePrepared, _fake_run, per_prompt=True,
+                        loads_parts=False)
     methods.register_host(host)
     methods.register_method(methods.Method("fake:ok", "fake"))
     methods.register_method(methods.Method("fake:bad", "fake", {"fail": True}))

@@ -269,6 +269,8 @@ def _parameters(path: Path, data: dict, methods: tuple[str, ...]) -> dict[str, d
             for f in fixed:
                 if field_name in f and owner in METHODS:
                     raise _fail(path, where, f"{owner} fixes {field_name} = {f[field_name]!r}")
+            if owner in METHODS and field_name in METHODS[owner].ignores:
+                raise _fail(path, where, f"the outputs of {owner} do not depend on it")
             values = _axis(value, _tuple_field([host.name], field_name))
             out[owner][field_name] = _numbers(values, host, field_name)
     return out

@@ -95,12 +95,14 @@ def eval_material(grid: Grid) -> dict:
 
 def _axes(grid: Grid, method: str) -> dict[str, list]:
     """field -> values for one method: top-level settings the host has, then the host's
-    parameters, then the method's (the later override the earlier)."""
-    host = HOSTS[METHODS[method].host]
+    parameters, then the method's (the later override the earlier); not the fields the
+    method ignores (``edit:plain`` and the seed of INR(TF)'s noise)."""
+    m = METHODS[method]
+    host = HOSTS[m.host]
     axes = {k: v for k, v in grid.settings.items() if k in host.fields()}
     axes.update(grid.parameters.get(host.name, {}))
     axes.update(grid.parameters.get(method, {}))
-    return axes
+    return {k: v for k, v in axes.items() if k not in m.ignores}
 
 
 def _where(grid: Grid, method: str, name: str) -> str:

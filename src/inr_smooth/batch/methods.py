@@ -31,6 +31,8 @@ __all__ = [
     "register_method",
 ]
 
+# what only INR(TF) uses: with gamma 0 (plain inversion) an edit does not depend on them
+INR_TF_FIELDS = ("seed", "noise_source", "alpha", "beta", "chain", "apply_at")
 # config fields the batch sets itself: a grid's parameters may not name them
 BATCH_FIELDS = frozenset({"video", "prompt", "source_prompt", "edit_prompts", "model", "output",
                           "device", "cache_dir"})  # fmt: skip
@@ -47,6 +49,7 @@ class Host:
     run: Callable[..., dict[str, Path]]  # (prepared, output, progress, memory_check) -> outputs
     per_prompt: bool  # True: one job per edit prompt; False: one job for all of a video's
     defaults: Mapping[str, Any] = field(default_factory=dict)  # the batch's own defaults
+    loads_parts: bool = True  # loads Stable Diffusion parts (the worker then reuses them)
 
     def fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_cls)}
@@ -60,6 +63,8 @@ class Method:
     host: str
     fixed: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # fields its outputs do not depend on: a grid axis over them gives this method one job
+    ignores: frozenset[str] = frozenset()
 
 
 HOSTS: dict[str, Host] = {}
@@ -166,7 +171,8 @@ def _register_builtin() -> None:
         register_method(Method(f"tune:{smoothing}", "tune", {"smoothing": smoothing},
                                f"one-shot tuning with smoothing={smoothing}"))  # fmt: skip
     register_method(Method("edit:plain", "edit", {"inversion_weight": 0.0},
-                           "training-free editing, plain DDIM inversion (gamma 0)"))
+                           "training-free editing, plain DDIM inversion (gamma 0)",
+                           ignores=frozenset(INR_TF_FIELDS)))
     register_method(Method("edit:inr", "edit", {},
                            "training-free editing with INR(TF) inversion noise (gamma 1.0)"))
 

@@ -138,12 +138,14 @@ def write_report(folder: Path, jobs, entries: Sequence[dict], title: str) -> str
         text += f"\n{len(failures)} failed job(s):\n\n" + "".join(
             f"* {f.get('describe', f['job'])}: {f.get('error', '?')}\n" for f in failures
         )
-    write_text_atomic(folder / "table.md", text)
+    table, chart = folder / "table.md", folder / "chart.png"
+    unchanged = table.is_file() and chart.is_file() and table.read_text() == text
+    write_text_atomic(table, text)
     write_csv(folder / "results.csv", rows)
-    if rows and columns:
+    if rows and columns and not unchanged:  # (every worker writes it when the grid is done)
         labels = list(summary)
         panels = [Panel(c, [summary[lb][c][0] for lb in labels],
                         [summary[lb][c][1] for lb in labels],
                         reference=1.0 if c == "motion_ratio" else None) for c in columns]
-        bar_panels(folder / "chart.png", labels, panels, title, columns=min(4, len(panels)))
+        bar_panels(chart, labels, panels, title, columns=min(4, len(panels)))
     return text

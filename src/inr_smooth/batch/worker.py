@@ -11,6 +11,7 @@ whose outputs exist is only scored again (after a change of the evaluation setti
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -242,12 +243,15 @@ class _Worker:
 def run_worker(run: BatchRun, rank: Rank, *, device: str = "cpu", progress: bool = False,
                say: Callable[[str], None] | None = None) -> WorkerSummary:  # fmt: skip
     """Run jobs of ``run`` until none is left; write the report when all are settled."""
-    from ..pipelines.components import reuse_loaded_parts
-
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     worker = _Worker(run, rank, device, progress, say)
+    reuse = contextlib.nullcontext()
+    if any(HOSTS[job.host].loads_parts for job in run.jobs):
+        from ..pipelines.components import reuse_loaded_parts
+
+        reuse = reuse_loaded_parts()
     try:
-        with reuse_loaded_parts():
+        with reuse:
             summary = worker.loop()
         if summary.settled:
             entries = worker.results.entries()

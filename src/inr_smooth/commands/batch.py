@@ -133,7 +133,11 @@ def _work(args: argparse.Namespace, run, rank):
     import torch
 
     device = choose_device(args.device, rank)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // rank.local_world_size))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // rank.local_world_size)
+    torch.set_num_threads(threads)
+    import cv2  # DIS flow: the same share of the cores
+
+    cv2.setNumThreads(threads)
     return run_worker(run, rank, device=device, progress=not rank.launched)
 
 
