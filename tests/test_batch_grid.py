@@ -104,6 +104,7 @@ def test_a_seed_axis_multiplies_only_the_methods_that_use_a_seed(tmp_path):
     [
         ({"methodz": ["edit:inr"]}, "grid.yaml: methodz: unknown key"),
         ({"model": None}, "grid.yaml: model: required"),
+        ({"model": "./no-such-model"}, "grid.yaml: model: model folder not found"),
         ({"methods": ["edit:inr", "edit:magic"]}, "methods[1]: unknown method 'edit:magic'"),
         ({"videos": [{"path": "red.gif"}]}, "videos[0].prompt: required"),
         ({"videos": [{"path": "red.gif", "prompt": "x", "fps": 3}]}, "videos[0].fps: unknown key"),

@@ -142,7 +142,10 @@ def expand(grid: Grid) -> list[Job]:
     from ..config import config_to_dict
     from ..metrics.inputs import file_digest
 
-    model = model_identity(grid.model)
+    try:
+        model = model_identity(grid.model)
+    except (ValueError, FileNotFoundError) as exc:  # ModelLoadError: no such folder, no hub
+        raise GridError(f"{grid.path}: model: {exc}") from None
     digests = {v.path: file_digest(v.path) for v in grid.videos}
     scoring = eval_material(grid)
     jobs: list[Job] = []

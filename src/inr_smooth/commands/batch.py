@@ -33,7 +33,7 @@ machines (its claim is no longer touched), or by the next run.
 examples:
   inr-smooth batch grid.yaml --output runs/grid                    # one process (one GPU)
   inr-smooth batch grid.yaml --output runs/grid --processes 4      # four local processes
-  accelerate launch --num_processes 8 -m inr_smooth batch grid.yaml --output runs/grid
+  accelerate launch --multi_gpu --num_processes 8 -m inr_smooth batch grid.yaml --output runs/grid
 """
 
 
