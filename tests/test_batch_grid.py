@@ -322,3 +322,18 @@ def test_a_registered_host_runs_failures_are_recorded_and_retried_on_asking(
                  "--retry-failed"]) == 2  # fmt: skip
     entries = BatchResults(out / "results.jsonl").entries()
     assert len(entries) == 9 and sum(e["status"] == "failed" for e in entries) == 6
+
+
+def test_raft_on_frames_it_cannot_take_fails_before_any_job(tmp_path, capsys):
+    from inr_smooth.cli import main
+    from inr_smooth.synthetic import Scene, render
+    from inr_smooth.video_io import write_video
+
+    video = write_video(tmp_path / "clip.gif", render(Scene(), frames=4, size=64))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"model: mini\nvideos:\n  - path: {video}\n    prompt: {Scene().caption}\n"
+                    "prompts: [a green circle]\nmethods: [tune:controlvideo]\n")  # fmt: skip
+    assert main(["batch", str(grid), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.flow raft needs frames of at least 128 px" in err and "flow: dis" in err
+    assert not (tmp_path / "out").exists()

@@ -170,6 +170,16 @@ def _register_builtin() -> None:
     for smoothing in ("none", "smoothvideo", "smoothvideo-simple", "inr"):
         register_method(Method(f"tune:{smoothing}", "tune", {"smoothing": smoothing},
                                f"one-shot tuning with smoothing={smoothing}"))  # fmt: skip
+    # ControlVideo: the tune host with ControlNets (mini's Canny net unless the grid's
+    # parameters for "controlvideo" name others, with their controls)
+    controlvideo = dataclasses.replace(
+        HOSTS["tune"], name="controlvideo",
+        defaults={**HOSTS["tune"].defaults, "controlnets": ("mini-canny",), "controls": ("canny",)},
+    )  # fmt: skip
+    register_host(controlvideo)
+    for name, smoothing in (("tune:controlvideo", "none"), ("tune:controlvideo+inr", "inr")):
+        register_method(Method(name, "controlvideo", {"smoothing": smoothing},
+                               f"ControlVideo tuning with smoothing={smoothing}"))  # fmt: skip
     register_method(Method("edit:plain", "edit", {"inversion_weight": 0.0},
                            "training-free editing, plain DDIM inversion (gamma 0)",
                            ignores=frozenset(INR_TF_FIELDS)))

@@ -97,10 +97,40 @@ def _plan(args: argparse.Namespace):
 
     grid = load_grid(args.grid)
     jobs = expand(grid)
+    _check_flow(grid, jobs)
     _check_output(args.output)
     return BatchRun(grid, jobs, args.output.expanduser(), lease_s=args.lease,
                     retry_failed=args.retry_failed, memory_check=not args.skip_memory_check,
                     poll_s=args.poll)  # fmt: skip
+
+
+def _check_flow(grid, jobs) -> None:
+    """RAFT needs frames of at least 128 px and its weights: say so before any job runs."""
+    if grid.eval.flow != "raft" or not jobs:
+        return
+    small = min(job.prepared.config.size for job in jobs)
+    if small < 128:
+        raise CLIError(f"{grid.path}: eval.flow raft needs frames of at least 128 px, the "
+                       f"grid makes {small} px ones: set eval: {{flow: dis}}")  # fmt: skip
+    if grid.eval.raft_weights is None:
+        from urllib.parse import urlparse
+
+        from ..metrics.raft import cached_raft_file
+
+        path, url = cached_raft_file(True)
+        if not path.is_file() and not _reachable(urlparse(url).hostname):
+            raise CLIError(f"RAFT's weights are not in {path.parent} and cannot be downloaded: "
+                           "set eval: {flow: dis} or eval: {raft_weights: PATH}")  # fmt: skip
+
+
+def _reachable(host: str | None) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=3):
+            return True
+    except OSError:
+        return False
 
 
 def _run(args: argparse.Namespace) -> None:
