@@ -164,6 +164,8 @@ def _inputs(fields: list[Field], host: Host, values: dict[str, Any]) -> list:
     components = []
     for group in GROUPS:
         members = [f for f in fields if f.group == group]
+        if not members:
+            continue
         with gr.Column() if group == "prompts" else gr.Row():
             components += [_component(f, values.get(f.key), f.key in keys) for f in members]
     return components

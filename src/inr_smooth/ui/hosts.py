@@ -6,6 +6,12 @@ A :class:`Host` is a job (``"tune"``: :func:`~inr_smooth.pipelines.tune.tune` wi
 the form fields it shows, each naming the config field it sets, and fixed config values. Adding a
 host that the library gained (an editor of EditConfig, tuning with a ControlNet) is one more
 entry in :data:`HOSTS`; the layout builds one input per field key. Nothing here imports torch.
+For example, an editor selected by an EditConfig field would be::
+
+    Host(key="video-p2p", label="Video-P2P", job="edit", summary="...",
+         fields=(*FATEZERO.fields, Field("cross_replace", "cross-attention replace", "slider",
+                                         "editing", minimum=0.0, maximum=1.0, step=0.05)),
+         fixed={"editor": "video-p2p"})
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ __all__ = ["HOSTS", "JOBS", "Field", "Host", "host_by_key", "hosts_for_job", "ui
 
 Kind = Literal["text", "int", "float", "slider", "choice"]
 # where a field sits on the page, in this order
-GROUPS = {"prompts": "prompts", "smoothing": "smoothing", "frames": "frames",
-          "sampling": "tuning and sampling"}  # fmt: skip
+GROUPS = {"prompts": "prompts", "smoothing": "smoothing", "editing": "the editor's controls",
+          "frames": "frames", "sampling": "tuning and sampling"}  # fmt: skip
 
 JOBS = {"tune": "Tune + generate", "edit": "Edit (training-free)"}
 
