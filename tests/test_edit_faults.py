@@ -185,7 +185,7 @@ def test_the_memory_estimate_scales_with_frames_and_pixels(tiny_sd_folder):
     from inr_smooth.models import inflate_unet, set_trainable
     from inr_smooth.pipelines.memory import RunMemory, meta_parts, unet_activation_bytes
 
-    parts = meta_parts(describe_model(str(tiny_sd_folder)))
+    parts = meta_parts(describe_model(str(tiny_sd_folder)).source)
     video_unet = inflate_unet(parts.unet)
     assert {p.device.type for p in video_unet.parameters()} == {"meta"}  # no memory, no weights
     set_trainable(video_unet)

@@ -187,3 +187,15 @@ def test_frames_of_mixed_sizes_and_a_start_past_the_end(tmp_path):
     gif = write_video(tmp_path / "clip.gif", FRAMES)
     with pytest.raises(VideoError, match="from index 12, found 9 frames in all"):
         read_video(gif, start=12)
+
+
+def test_identical_consecutive_frames_survive_a_gif(tmp_path):
+    from inr_smooth.video_io import probe_video
+
+    frames = np.zeros((5, 16, 16, 3), np.uint8)
+    frames[2:4] = 200  # GIF writers merge identical frames into one longer frame
+    frames[4] = 90
+    path = write_video(tmp_path / "frozen.gif", frames)
+    assert np.array_equal(read_video(path), frames)
+    assert probe_video(path) == (5, 16, 16)
+    assert np.array_equal(read_video(path, num_frames=2, start=1, stride=2), frames[[1, 3]])

@@ -19,7 +19,7 @@ Start with `inr-smooth demo`. Run `inr-smooth COMMAND --help` for each command's
 """
 
 # every subcommand, in the order of --help; each has a module inr_smooth.commands.<name>
-COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo")
+COMMANDS = ("tune", "generate", "edit", "eval", "bench", "demo", "batch", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:

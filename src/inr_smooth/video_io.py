@@ -61,6 +61,47 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=natural)
 
 
+_GIF_MARK = b"inr-smooth frame ms "  # our GIFs' comment: the duration of one frame
+
+
+def _ours_gif_frames(path: Path):
+    """The frames of a GIF written by :func:`write_video`, each as often as it was written
+    (GIF writers merge identical consecutive frames into one longer frame); None for other
+    GIFs."""
+    from PIL import ImageSequence
+
+    try:
+        with Image.open(path) as image:
+            comment = image.info.get("comment", b"")
+            if not comment.startswith(_GIF_MARK):
+                return None
+            unit = int(comment[len(_GIF_MARK) :])
+            for frame in ImageSequence.Iterator(image):
+                rgb = np.asarray(frame.convert("RGB"))
+                for _ in range(max(1, round(frame.info.get("duration", unit) / unit))):
+                    yield rgb
+    except (OSError, ValueError) as exc:
+        raise VideoError(f"cannot decode {path}: {exc}") from None
+
+
+def _decoded(path: Path):
+    """Every frame of a video file, in order (PyAV; our GIFs through Pillow, unmerged)."""
+    import av
+
+    if path.suffix.lower() == ".gif":
+        ours = _ours_gif_frames(path)
+        first = next(ours, None) if ours is not None else None
+        if first is not None:
+            yield first
+            yield from ours
+            return
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoError(f"expected a video stream in {path}, found none")
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+
+
 def _decode_file(path: Path, start: int, stride: int, last: int | None) -> tuple[list, int]:
     """Decoded RGB frames ``start, start + stride, ...`` up to index ``last`` (or the end), and
     how many frames were decoded in all."""
@@ -68,15 +109,12 @@ def _decode_file(path: Path, start: int, stride: int, last: int | None) -> tuple
 
     frames, count = [], 0
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"expected a video stream in {path}, found none")
-            for index, frame in enumerate(container.decode(video=0)):
-                count = index + 1
-                if last is not None and index > last:
-                    break
-                if index >= start and (index - start) % stride == 0:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+        for index, frame in enumerate(_decoded(path)):
+            count = index + 1
+            if last is not None and index > last:
+                break
+            if index >= start and (index - start) % stride == 0:
+                frames.append(frame)
     except av.FFmpegError as exc:
         reason = exc.strerror or type(exc).__name__
         raise VideoError(
@@ -243,6 +281,11 @@ def probe_video(path: str | Path) -> tuple[int, int, int]:
         return len(files), height, width
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise VideoError(f"expected a video file ({', '.join(VIDEO_SUFFIXES)}), got {path.name}")
+    ours = _ours_gif_frames(path) if path.suffix.lower() == ".gif" else None
+    if ours is not None:  # our GIFs: count the frames as written, merged ones included
+        frames = list(ours)
+        if frames:
+            return len(frames), *frames[0].shape[:2]
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -342,8 +385,9 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
     images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
-                   duration=round(1000 / fps), loop=0)  # fmt: skip
+    unit = round(1000 / fps)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=unit,
+                   loop=0, comment=_GIF_MARK + str(unit).encode())  # fmt: skip
 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> Path:

@@ -34,13 +34,12 @@ from torch import Tensor, nn
 from .attention import AttentionMode, CrossFrameAttnProcessor, check_attention_mode
 from .frames import FrameCheckpoint, FrameContext, swap_group_norm
 from .video_unet import (
-    _TAV_PATTERN_ALIASES,
     CONTROLVIDEO_TRAINABLE,
     GROUP_NORM_MODES,
     GroupNormMode,
     VideoUNet,
     VideoUNetOutput,
-    _matches,
+    apply_trainable,
 )
 
 __all__ = [
@@ -320,18 +319,4 @@ def set_controlled_trainable(
     may match in the UNet, the ControlNets or both, but must match somewhere)."""
     if not isinstance(model, ControlledVideoUNet):
         raise ValueError(f"expected a ControlledVideoUNet, got {type(model).__name__}")
-    if isinstance(patterns, str):
-        raise ValueError(f"expected a sequence of patterns, got the string {patterns!r}")
-    patterns = [_TAV_PATTERN_ALIASES.get(p, p) for p in patterns]
-    named = list(model.named_parameters())
-    unmatched = [p for p in patterns if not any(_matches(name, p) for name, _ in named)]
-    if unmatched:
-        raise ValueError(
-            f"trainable patterns {unmatched} match no parameter of the UNet or its ControlNets"
-        )
-    trainable = []
-    for name, param in named:
-        param.requires_grad_(any(_matches(name, p) for p in patterns))
-        if param.requires_grad:
-            trainable.append(name)
-    return trainable
+    return apply_trainable(model, patterns, "of the UNet or its ControlNets")

@@ -432,15 +432,21 @@ def set_trainable(video_unet: VideoUNet, patterns: Iterable[str] = DEFAULT_TRAIN
         raise ValueError(
             f"expected a VideoUNet (see inflate_unet), got {type(video_unet).__name__}"
         )
+    return apply_trainable(video_unet, patterns)
+
+
+def apply_trainable(module: nn.Module, patterns: Iterable[str], where: str = "") -> list[str]:
+    """Train exactly the parameters of ``module`` that match a pattern (see
+    :func:`set_trainable`); a pattern that matches nothing is an error. ``where`` names the
+    module in that error."""
     if isinstance(patterns, str):
         raise ValueError(f"expected a sequence of patterns, got the string {patterns!r}")
     patterns = [_TAV_PATTERN_ALIASES.get(p, p) for p in patterns]
-    named = list(video_unet.named_parameters())
+    named = list(module.named_parameters())
     unmatched = [p for p in patterns if not any(_matches(name, p) for name, _ in named)]
     if unmatched:
-        raise ValueError(
-            f"trainable patterns {unmatched} match no parameter (names look like {named[0][0]!r})"
-        )
+        where = where or f"(names look like {named[0][0]!r})"
+        raise ValueError(f"trainable patterns {unmatched} match no parameter {where}")
     trainable = []
     for name, param in named:
         param.requires_grad_(any(_matches(name, p) for p in patterns))

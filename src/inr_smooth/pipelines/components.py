@@ -7,7 +7,9 @@ load through diffusers' and transformers' own ``from_pretrained``.
 
 from __future__ import annotations
 
+import copy
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ __all__ = [
     "encode_video",
     "encode_video_distribution",
     "load_parts",
+    "reuse_loaded_parts",
 ]
 
 @dataclass
@@ -76,8 +79,51 @@ def load_parts(
     ``"mini"`` names inr-smooth-mini, the small model shipped with the package. A hub id whose
     files are all in the local Hugging Face cache loads from there without touching the
     network; one that is not fails at once when the hub cannot be reached
-    (:func:`~inr_smooth.model_info.describe_model`).
+    (:func:`~inr_smooth.model_info.describe_model`). Inside :func:`reuse_loaded_parts` a model
+    loaded before in this process is not loaded again.
     """
+    if _REUSE is not None:
+        return _reused_parts(_REUSE, model, device, dtype)
+    return _load_parts(model, device=device, dtype=dtype)
+
+
+# (source, device, dtype) -> parts whose UNet is never handed out; set by reuse_loaded_parts
+_REUSE: dict | None = None
+
+
+@contextmanager
+def reuse_loaded_parts() -> Iterator[None]:
+    """Within the block, :func:`load_parts` loads each (model, device, dtype) once per process
+    and then hands out the same tokenizer, text encoder and VAE (frozen, in eval mode: no
+    pipeline changes them) with a fresh copy of the 2-D UNet and of the scheduler each time:
+    inflating a UNet changes it in place and tuning trains it. The pristine UNet is kept on
+    the CPU (one more copy of it in RAM, none on the GPU). The cache is dropped when the
+    outermost block ends. ``inr-smooth batch`` runs its jobs inside one."""
+    global _REUSE
+    outer = _REUSE
+    _REUSE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSE = outer
+
+
+def _reused_parts(cache: dict, model: str, device, dtype: torch.dtype) -> StableDiffusionParts:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:N" are one device
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (describe_model(model).source, str(device), str(dtype))
+    if key not in cache:
+        parts = _load_parts(model, device=device, dtype=dtype)
+        parts.unet.to("cpu")  # the pristine copy
+        cache[key] = parts
+    kept = cache[key]
+    unet = copy.deepcopy(kept.unet).to(device)
+    return StableDiffusionParts(kept.tokenizer, kept.text_encoder, kept.vae, unet,
+                                copy.deepcopy(kept.scheduler), kept.source)  # fmt: skip
+
+
+def _load_parts(model: str, *, device, dtype: torch.dtype) -> StableDiffusionParts:
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 

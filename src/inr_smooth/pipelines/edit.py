@@ -399,10 +399,10 @@ def edit(config: EditConfig | PreparedEdit, *, overwrite: bool = False, memory_c
 
 def check_edit_memory(prepared: PreparedEdit) -> None:
     """Refuse (one line) an edit whose estimated peak exceeds the free memory."""
-    from .memory import RunMemory, check_fits, meta_parts
+    from .memory import check_fits, run_memory
 
     c, info = prepared.config, prepared.model
-    parts = meta_parts(info)
-    video_unet = inflate_unet(parts.unet, attention=c.attention, temporal_attention=False)
-    memory = RunMemory(parts, video_unet, batch=2, training=False)  # guidance: two branches
+    inflation = (("attention", c.attention), ("temporal_attention", False),
+                 ("cross_frame_min_channels", c.cross_frame_min_channels))  # fmt: skip
+    memory = run_memory(info.source, inflation, None, batch=2, training=False)  # 2: guidance
     check_fits(memory.estimate, c.frames, c.size, info.size_multiple, resolve_device(c.device))

@@ -17,6 +17,7 @@ count would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ __all__ = [
     "available_bytes",
     "check_fits",
     "meta_parts",
+    "run_memory",
 ]
 
 _WORKING_SET = 4  # inference: this many of the largest tensors alive at once
@@ -165,9 +167,10 @@ def vae_activation_bytes(vae, frames: int, pixel_hw) -> int:
     return max(_activation_bytes(run, False, False, 0) for run in (encode, decode))
 
 
-def meta_parts(info):
-    """The model's text encoder, VAE and 2-D UNet built on the meta device from its configs
-    (no weights read, no memory), with the attributes :class:`RunMemory` uses."""
+def meta_parts(source: str):
+    """The text encoder, VAE and 2-D UNet of the model at ``source`` (a folder or hub id) built
+    on the meta device from its configs (no weights read, no memory), with the attributes
+    :class:`RunMemory` uses."""
     from types import SimpleNamespace
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -175,12 +178,29 @@ def meta_parts(info):
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(
-            UNet2DConditionModel.load_config(info.source, subfolder="unet")
+            UNet2DConditionModel.load_config(source, subfolder="unet")
         )
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(info.source, subfolder="vae"))
-        text = CLIPTextModel(CLIPTextConfig.from_pretrained(info.source, subfolder="text_encoder"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(source, subfolder="vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(source, subfolder="text_encoder"))
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     return SimpleNamespace(unet=unet, vae=vae, text_encoder=text, vae_scale_factor=scale)
+
+
+@functools.lru_cache(maxsize=16)
+def run_memory(source: str, inflation: tuple[tuple[str, object], ...],
+               trainable: tuple[str, ...] | None, *, batch: int, training: bool,
+               checkpointing: bool = False) -> RunMemory:  # fmt: skip
+    """:class:`RunMemory` of the model at ``source`` inflated with ``inflation`` (keyword
+    arguments of :func:`~inr_smooth.models.inflate_unet`, as pairs), with ``trainable``
+    patterns when training; computed once per process for the same arguments."""
+    from ..models import inflate_unet, set_trainable
+
+    parts = meta_parts(source)
+    video_unet = inflate_unet(parts.unet, **dict(inflation))
+    if trainable is not None:
+        set_trainable(video_unet, trainable)
+    return RunMemory(parts, video_unet, batch=batch, training=training,
+                     checkpointing=checkpointing)  # fmt: skip
 
 
 def _param_bytes(*modules: nn.Module) -> int:

@@ -44,17 +44,14 @@ class TuneSession:
     # ------------------------------------------------------------------ checks
     def check_memory(self) -> None:
         """Refuse (one line) a run whose estimated peak exceeds the free memory."""
-        from ..models import inflate_unet, set_trainable
-        from .memory import RunMemory, check_fits, meta_parts
+        from .memory import check_fits, run_memory
 
         c, info = self.config, self.prepared.model
-        parts = meta_parts(info)
         architecture = "controlvideo" if c.controlnets else "tune_a_video"
-        video_unet = inflate_unet(parts.unet, attention=c.attention, architecture=architecture)
-        set_trainable(video_unet, c.trainable)
-        train = RunMemory(parts, video_unet, batch=1, training=True,
-                          checkpointing=c.gradient_checkpointing)
-        sample = RunMemory(parts, video_unet, batch=2, training=False)  # guidance: two branches
+        inflation = (("attention", c.attention), ("architecture", architecture))
+        train = run_memory(info.source, inflation, tuple(c.trainable), batch=1, training=True,
+                           checkpointing=c.gradient_checkpointing)  # fmt: skip
+        sample = run_memory(info.source, inflation, None, batch=2, training=False)  # guidance
 
         def estimate(frames: int, size: int):
             return max(train.estimate(frames, size), sample.estimate(frames, size),
