@@ -138,6 +138,7 @@ def _reconstruction_errors(steps: int, iterations: int, frames: int = 2) -> tupl
 
     parts = load_parts("mini")
     unet = inflate_unet(parts.unet, attention="first_frame", group_norm="video")
+    unet.requires_grad_(False)
     scene = Scene(color="red", shape="circle", motion="right")
     z0 = encode_video(parts.vae, video_to_tensor(render(scene, frames, 32))[None]).float()
     source, empty = encode_prompts(parts, [scene.caption]), encode_prompts(parts, [""])
@@ -158,16 +159,18 @@ def _reconstruction_errors(steps: int, iterations: int, frames: int = 2) -> tupl
 
 
 def test_null_text_reconstructs_under_guidance_far_better_than_plain_inversion_on_mini():
-    """The reason null-text inversion exists. mini, 2 frames at 32 px, its 20 steps, 10
-    iterations: measured latent RMSE 0.252 (null-text) vs 0.538 (plain inversion sampled at
-    guidance 7.5 with the empty prompt), ratio 2.14 (unguided sampling, the floor: 0.078); at
-    Video-P2P's 50 steps (the slow test below) 0.060 vs 0.530, ratio 8.9."""
-    null, plain, unguided = _reconstruction_errors(steps=20, iterations=10)
-    assert plain / null > 1.5
+    """The reason null-text inversion exists, on mini (2 frames at 32 px, 10 iterations a step).
+    Latent RMSE to the source, measured: at 10 steps (here) 0.375 with the null-text
+    embeddings vs 0.567 for plain inversion sampled at guidance 7.5 with the empty prompt, ratio
+    1.51 (unguided sampling, the floor: 0.128); at mini's 20 steps 0.252 vs 0.538, ratio 2.14;
+    at Video-P2P's 50 steps 0.060 vs 0.530, ratio 8.9 (the slow tests below)."""
+    null, plain, unguided = _reconstruction_errors(steps=10, iterations=10)
+    assert plain / null > 1.3
     assert unguided < null
 
 
 @pytest.mark.slow
-def test_null_text_reconstruction_at_video_p2p_50_steps_on_mini():
-    null, plain, _ = _reconstruction_errors(steps=50, iterations=10)
-    assert plain / null > 5
+@pytest.mark.parametrize(("steps", "bound"), [(20, 1.8), (50, 5.0)])
+def test_null_text_reconstruction_at_more_steps_on_mini(steps, bound):
+    null, plain, _ = _reconstruction_errors(steps=steps, iterations=10)
+    assert plain / null > bound

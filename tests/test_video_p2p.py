@@ -38,8 +38,9 @@ def parts(tiny_sd_folder):
 def vp2p_config(**overrides) -> EditConfig:
     """3 frames of 16 px, 3 steps, 2 null-text iterations; Video-P2P's defaults set by hand."""
     values = dict(video="", source_prompt=SOURCE, prompt=EDIT, model="tiny", output="",
-                  frames=3, size=16, inference_steps=3, editor="video-p2p", attention="first_frame",
-                  inversion_weight=0.0, cross_replace=0.2, null_text_iterations=2, seed=0)  # fmt: skip
+                  frames=3, size=16, inference_steps=3, editor="video-p2p",
+                  attention="first_frame", inversion_weight=0.0, cross_replace=0.2,
+                  null_text_iterations=2, seed=0)  # fmt: skip
     return EditConfig(**{**values, **overrides})
 
 
@@ -252,7 +253,8 @@ def test_video_p2p_end_to_end_on_mini_from_the_cli(tmp_path, capsys):
         out = tmp_path / f"out{len(extra)}"
         assert main([*base, *extra, "--output", str(out)]) == 0, capsys.readouterr().err
         log = json.loads((out / "log.json").read_text())
-        assert log["config"]["inversion_weight"] == 0.5 and log["config"]["attention"] == "first_frame"
+        assert log["config"]["inversion_weight"] == 0.5
+        assert log["config"]["attention"] == "first_frame"
         assert ("null_text" in log["stages"]) == (extra != ["--fast"])
         written = sorted(p.name for p in out.glob("*.mp4"))
         assert len(written) == 3 and any(n.endswith("-reconstruction.mp4") for n in written)
@@ -263,10 +265,67 @@ def test_without_temporal_attention_only_the_cross_attention_is_controlled(parts
     config = vp2p_config(inference_steps=10)  # cross steps int(0.2 * 11) = 2 (3 steps: none)
     from inr_smooth.models import inflate_unet
 
-    unet = inflate_unet(copy.deepcopy(parts.unet), attention="first_frame", temporal_attention=False)
+    unet = inflate_unet(copy.deepcopy(parts.unet), attention="first_frame",
+                        temporal_attention=False)  # fmt: skip
     control, info = plan_video_p2p_control(unet, parts.tokenizer, config)
     assert info["temporal_layers"] == 0 and "no temporal attention" in info["note"]
     assert control.plan.cross_layers and not control.plan.self_layers
     assert EMBEDDINGS == "null_text_embeddings"
     assert plan_video_p2p_control(unet, parts.tokenizer, vp2p_config(**NO_CONTROL))[0] is None
     assert encode_prompts(parts, [""]).shape == (1, 77, 32)
+
+
+def test_the_t2s_preset_is_video_p2ps_tuning_on_the_tune_pipeline(tiny_sd_folder):
+    """configs/tune/video-p2p-rabbit.yaml: rabbit-jump-tune.yaml's values, T2S_TUNE's; its
+    trainable set on the inflated UNet is the queries of attn1 and attn2 and the temporal
+    attention, not the temporal norm."""
+    from pathlib import Path
+
+    from inr_smooth.config import load_config
+    from inr_smooth.models import inflate_unet, set_trainable
+    from inr_smooth.pipelines.tune_config import TuneConfig
+    from inr_smooth.pipelines.video_p2p_config import T2S_TUNE
+
+    preset = Path(__file__).parents[1] / "configs" / "tune" / "video-p2p-rabbit.yaml"
+    config = load_config(TuneConfig, preset, video="clip.mp4")
+    assert {k: getattr(config, k) for k in T2S_TUNE} == {**T2S_TUNE, "trainable": tuple(
+        T2S_TUNE["trainable"])}  # fmt: skip
+    assert (config.frames, config.size, config.learning_rate, config.steps, config.seed) == (
+        8, 512, 3e-5, 500, 33)
+    assert t2s_config(video="clip.mp4", prompt="a rabbit").trainable == config.trainable
+    unet = inflate_unet(load_parts(str(tiny_sd_folder)).unet, attention="first_frame")
+    names = set_trainable(unet, config.trainable)
+    assert names and all(".attn1.to_q." in n or ".attn2.to_q." in n or ".temporal.attn." in n
+                         for n in names)  # fmt: skip
+    assert any(".temporal.attn.to_out." in n for n in names)
+    assert not any(".temporal.norm." in n for n in names)
+
+
+def test_bench_edit_covers_video_p2ps_editor(tmp_path, capsys):
+    out = tmp_path / "edit.json"
+    code = main(["bench", "edit", "--editor", "video-p2p", "--frames", "2", "--size", "16",
+                 "--inference-steps", "2", "--repeats", "1", "--warmup", "0",
+                 "--modes", "plain", "inr-final", "--json", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["settings"]["editor"] == "video-p2p"
+    cases = {c["mode"]: c for c in report["cases"]}
+    assert all(c["null_text_s"] > 0 and c["sampling_s"] > 0 for c in cases.values())
+    assert "null-text (s)" in capsys.readouterr().out
+    code = main(["bench", "edit", "--fast", "--frames", "2", "--size", "16"])
+    assert code == 2 and "video-p2p only" in capsys.readouterr().err
+
+
+def test_quality_methods_tune_t2s_once_and_edit_with_and_without_inr(tiny_sd_folder):
+    from inr_smooth.quality import VIDEO_P2P_METHODS, QualitySettings, random_cases, run_case
+
+    settings = QualitySettings(model=str(tiny_sd_folder), frames=3, size=16, tune_steps=1,
+                               inference_steps=2)  # fmt: skip
+    ((scene, target),) = random_cases(1, seed=3)
+    result = run_case(scene, target, settings, methods=VIDEO_P2P_METHODS)
+    assert list(result) == ["source", *VIDEO_P2P_METHODS]
+    for method in VIDEO_P2P_METHODS:
+        assert result[method]["video"].shape == (3, 16, 16, 3)
+        assert set(result[method]["scores"]) >= {"color_accuracy", "warp_error"}
+    assert not torch.equal(torch.as_tensor(result["edit:video-p2p"]["video"]),
+                           torch.as_tensor(result["edit:video-p2p+inr"]["video"]))  # fmt: skip

@@ -223,6 +223,8 @@ class VideoP2PPipeline:
         )  # fmt: skip
         if cuda:
             unet.enable_gradient_checkpointing()
+        trainable = [p for p in unet.parameters() if p.requires_grad]
+        unet.requires_grad_(False)  # gradients for the embedding only, none into the weights
         try:
             with torch.enable_grad():
                 return null_text_optimization(
@@ -233,6 +235,8 @@ class VideoP2PPipeline:
                     progress=self.progress,
                 )  # fmt: skip
         finally:
+            for param in trainable:
+                param.requires_grad_(True)
             if cuda:
                 unet.disable_gradient_checkpointing()
 
@@ -327,17 +331,17 @@ class VideoP2PPipeline:
 
 def check_video_p2p_memory(prepared: PreparedEdit) -> None:
     """Refuse (one line) an edit whose estimated peak exceeds the free memory: the sampling
-    batch of four videos, or the null-text optimisation's backward pass."""
-    from ..models import inflate_unet
-    from .memory import RunMemory, check_fits, meta_parts
+    batch of four videos, or the null-text optimisation's backward pass (no weight trained)."""
+    from .memory import check_fits, run_memory
 
     c, info = prepared.config, prepared.model
-    parts = meta_parts(info)
-    video_unet = inflate_unet(parts.unet, attention=c.attention, temporal_attention=True)
     device = resolve_device(c.device)
-    sample = RunMemory(parts, video_unet, batch=4, training=False)
-    runs = [sample] if c.fast else [sample, RunMemory(
-        parts, video_unet, batch=1, training=True, checkpointing=device.type == "cuda")]
+    inflation = (("attention", c.attention), ("temporal_attention", True),
+                 ("group_norm", "video"))  # fmt: skip
+    runs = [run_memory(info.source, inflation, None, batch=4, training=False)]
+    if not c.fast:
+        runs.append(run_memory(info.source, inflation, (), batch=1, training=True,
+                               checkpointing=device.type == "cuda"))  # fmt: skip
 
     def estimate(frames: int, size: int):
         return max((run.estimate(frames, size) for run in runs), key=lambda e: e.peak)
