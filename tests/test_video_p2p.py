@@ -329,3 +329,24 @@ def test_quality_methods_tune_t2s_once_and_edit_with_and_without_inr(tiny_sd_fol
         assert set(result[method]["scores"]) >= {"color_accuracy", "warp_error"}
     assert not torch.equal(torch.as_tensor(result["edit:video-p2p"]["video"]),
                            torch.as_tensor(result["edit:video-p2p+inr"]["video"]))  # fmt: skip
+
+
+def test_the_schedule_is_video_p2ps_own_ddim_scheduler():
+    """run_videop2p.py's DDIMScheduler(0.00085, 0.012, scaled_linear, clip_sample=False,
+    set_alpha_to_one=False): steps_offset 0, timesteps 980 ... 0; the levels below each."""
+    from diffusers import DDIMScheduler
+
+    from inr_smooth.pipelines.video_p2p import video_p2p_schedule
+    from inr_smooth.tiny import SD_SCHEDULER_CONFIG
+
+    theirs = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           clip_sample=False, set_alpha_to_one=False)  # fmt: skip
+    theirs.set_timesteps(50)
+    ours = video_p2p_schedule(SD_SCHEDULER_CONFIG, 50)
+    assert SD_SCHEDULER_CONFIG["steps_offset"] == 1  # SD's own config: 981 ... 1
+    assert sorted(ours.timesteps.tolist(), reverse=True) == theirs.timesteps.tolist()
+    abar = theirs.alphas_cumprod.double()
+    for k, t in enumerate(ours.timesteps.tolist()):
+        assert float(ours.alphas_cumprod[k]) == float(abar[t])
+        below = t - 20  # prev_step / next_step: the level one step below, abar_0 under 0
+        assert float(ours.alphas_cumprod_prev[k]) == float(abar[below] if below >= 0 else abar[0])

@@ -71,7 +71,13 @@ from .settings import resolve_model_fields
 from .tune import resolve_device
 from .video_p2p_control import plan_video_p2p_control
 
-__all__ = ["NULL_TEXT_EPSILON", "VideoP2PPipeline", "VideoP2PResult", "edit_video_p2p"]
+__all__ = [
+    "NULL_TEXT_EPSILON",
+    "VideoP2PPipeline",
+    "VideoP2PResult",
+    "edit_video_p2p",
+    "video_p2p_schedule",
+]
 
 NULL_TEXT_EPSILON = 1e-5  # Video-P2P's early_stop_epsilon
 EMBEDDINGS = "null_text_embeddings"  # the cache entry's tensor: (K, 1, 77, d)
@@ -102,6 +108,14 @@ def load_video_p2p_unet(parts, config: EditConfig):
                         cross_frame_min_channels=config.cross_frame_min_channels)  # fmt: skip
 
 
+def video_p2p_schedule(scheduler, num_steps: int) -> DDIMSchedule:
+    """The DDIM levels Video-P2P uses: ``run_videop2p.py`` builds its own ``DDIMScheduler``
+    (SD's betas, no clipping, ``set_alpha_to_one=False``) with diffusers' default
+    ``steps_offset=0``, so its 50 timesteps are 980 ... 0, not SD's 981 ... 1."""
+    config = getattr(scheduler, "config", scheduler)
+    return DDIMSchedule.from_scheduler({**config, "steps_offset": 0}, num_steps)
+
+
 class VideoP2PPipeline:
     """Video-P2P editing of one video; ``__call__`` runs the numbered steps."""
 
@@ -118,7 +132,7 @@ class VideoP2PPipeline:
         self.progress, self.overwrite = progress, overwrite
         self.cache_dir = usable_cache_dir(config.cache_dir)
         self.device = next(video_unet.parameters()).device
-        self.schedule = DDIMSchedule.from_scheduler(parts.scheduler, config.inference_steps)
+        self.schedule = video_p2p_schedule(parts.scheduler, config.inference_steps)
         self.log = log or RunLog(self.device)
         self.log.info["config"] = config_to_dict(config)
         self._check_size()
@@ -290,7 +304,8 @@ class VideoP2PPipeline:
             "editor": "video-p2p", "frames": frames_digest(frames),
             "source_prompt": c.source_prompt, **model_identity(self.parts.source),
             "dtype": str(next(self.video_unet.parameters()).dtype),
-            "inference_steps": c.inference_steps, "video_unet": self.video_unet.config.to_dict(),
+            "timesteps": self.schedule.timesteps.tolist(),
+            "video_unet": self.video_unet.config.to_dict(),
             "null_text": None if c.fast else {
                 "guidance_scale": c.guidance_scale, "iterations": c.null_text_iterations,
                 "epsilon": NULL_TEXT_EPSILON, "learning_rate": LEARNING_RATE},
