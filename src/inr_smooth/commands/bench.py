@@ -106,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                formatter_class=_HelpFormatter)  # fmt: skip
     quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
     quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
+    quality.add_argument("--world", choices=("simple", "rich"), default="simple",
+                         help="simple: one flat object; rich: textures, two objects, occlusion,"
+                              " a camera pan, scale change")  # fmt: skip
     quality.add_argument("--model", default="mini", help="base model")
     quality.add_argument("--frames", type=int, default=8, help="frames per clip (>= 3)")
     quality.add_argument("--size", type=int, default=64, help="frame side in px")
@@ -238,7 +241,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
                   "quality report folder")  # fmt: skip
     from ..demo import write_report, writing_folder
-    from ..quality import QualitySettings, random_cases, run_cases, with_overrides
+    from ..quality import QualitySettings, random_cases, run_cases, scene_record, with_overrides
     from . import user_errors
 
     base = QualitySettings(
@@ -247,18 +250,19 @@ def _run_quality(args: argparse.Namespace) -> None:
     settings = with_overrides(
         base, tune_steps=args.tune_steps, inference_steps=args.inference_steps
     )
-    pairs = random_cases(args.clips, args.seed)
+    pairs = random_cases(args.clips, args.seed, args.world)
     try:
         results = run_cases(pairs, settings, jobs=args.jobs, methods=methods)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     title = (
-        f"Quality benchmark: {args.clips} seeded synthetic clips (seed {args.seed}), model "
+        f"Quality benchmark: {args.clips} seeded synthetic clips ({args.world} world, seed "
+        f"{args.seed}), model "
         f"{settings.model}, {settings.frames} frames at {settings.size} px; mean ± standard "
         "error over clips; scores against the edited scene's exact ground truth."
     )
-    extra = {"cases_scenes": [[s.__dict__, t.__dict__] for s, t in pairs],
-             "report": "inr-smooth bench quality"}  # fmt: skip
+    extra = {"cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
+             "world": args.world, "report": "inr-smooth bench quality"}  # fmt: skip
     try:
         with writing_folder(folder) as tmp:
             text = write_report(tmp, results, settings, title, extra)
