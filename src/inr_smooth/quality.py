@@ -59,6 +59,7 @@ class QualitySettings:
     tune_guidance_scale: float = 7.5
     edit_guidance_scale: float = 7.5
     inversion_weight: float = 1.0  # gamma of edit:inr
+    smooth_weight: float | None = None  # lambda of tune:inr / smoothvideo; None: the default
     controlnet: str = "mini-canny"  # of tune:controlvideo*; must fit the model
     control: str = "canny"  # its maps: computed from the source clip
     seed: int = 0
@@ -80,6 +81,7 @@ def _tune_method(smoothing: str) -> Callable:
         config = TuneConfig(
             video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
             model=s.model, output=str(work / f"tune-{smoothing}"), smoothing=smoothing,
+            smooth_weight=s.smooth_weight if smoothing != "none" else None,
             frames=s.frames, size=s.size, stride=1, steps=s.tune_steps,
             learning_rate=s.tune_learning_rate, gradient_checkpointing=False,
             checkpoint_every=0, guidance_scale=s.tune_guidance_scale,
@@ -112,6 +114,10 @@ def _controlvideo_method(smoothing: str) -> Callable:
         from .pipelines.controlvideo import controlvideo_config
         from .pipelines.tune import tune
 
+        # given only when set: an explicit field overrides ControlVideo's default
+        weight = {} if s.smooth_weight is None or smoothing == "none" else {
+            "smooth_weight": s.smooth_weight}  # fmt: skip
+
         config = controlvideo_config(
             video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
             model=s.model, output=str(work / f"controlvideo-{smoothing}"), smoothing=smoothing,
@@ -119,7 +125,7 @@ def _controlvideo_method(smoothing: str) -> Callable:
             stride=1, steps=s.tune_steps, learning_rate=s.tune_learning_rate,
             gradient_checkpointing=False, checkpoint_every=0,
             guidance_scale=s.tune_guidance_scale, inference_steps=s.inference_steps,
-            seed=s.seed, device=s.device,
+            seed=s.seed, device=s.device, **weight,
         )  # fmt: skip
         result = tune(config, progress=False)
         return _read(result.samples[0]), result.log
