@@ -39,6 +39,6 @@ def test_a_gamma_sweep_writes_table_json_and_figure(tiny_sd_folder, tmp_path, ca
                  "--out", str(tmp_path), "--name", "q"]) == 0  # fmt: skip
     plain = json.loads((tmp_path / "q" / "results.json").read_text())["cases"]
     assert [c["edit:plain"] for c in plain] == [c["edit:inr"] for c in results["cases"][0]]
-    # a rerun replaces the report; a bad parameter is one line before any model loads
+    # a bad parameter is one line before any model loads
     assert main(["bench", "quality-sweep", "--param", "lam", "--values", "1"]) == 2
     assert "--param must be one of" in capsys.readouterr().err
