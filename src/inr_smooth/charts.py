@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .outputs import write_errors
 
-__all__ = ["Panel", "bar_panels"]
+__all__ = ["Panel", "bar_panels", "save_figure"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def bar_panels(
         ax.tick_params(axis="x", labelsize=7)
     if title:
         fig.suptitle(textwrap.fill(title, _title_chars(width)), fontsize=9)
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def _finite(value: float) -> float:
@@ -88,12 +88,13 @@ def _title_lines(title: str, width: float) -> int:
     return len(textwrap.wrap(title, _title_chars(width))) if title else 0
 
 
-def _save(fig, path: Path, plt) -> Path:
+def save_figure(fig, path: Path, plt, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` atomically (a temporary file, then a rename) and close it."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         with write_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(tmp, dpi=110)
+            fig.savefig(tmp, dpi=dpi)
             os.replace(tmp, path)
     finally:
         plt.close(fig)

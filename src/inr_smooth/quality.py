@@ -48,6 +48,7 @@ __all__ = [
 METHODS = ("tune:none", "tune:smoothvideo", "tune:inr", "edit:plain", "edit:inr")
 CONTROLVIDEO_METHODS = ("tune:controlvideo", "tune:controlvideo+inr")
 VIDEO_P2P_METHODS = ("edit:video-p2p", "edit:video-p2p+inr")
+WORLDS = ("simple", "rich")  # the splits of the synthetic world (see random_cases)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class QualitySettings:
     tune_guidance_scale: float = 7.5
     edit_guidance_scale: float = 7.5
     inversion_weight: float = 1.0  # gamma of edit:inr
+    smooth_weight: float | None = None  # lambda of tune:inr / smoothvideo; None: the default
     controlnet: str = "mini-canny"  # of tune:controlvideo*; must fit the model
     control: str = "canny"  # its maps: computed from the source clip
     video_p2p_inversion_weight: float = 0.5  # gamma of edit:video-p2p+inr (the paper's)
@@ -85,6 +87,7 @@ def _tune_method(smoothing: str) -> Callable:
         config = TuneConfig(
             video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
             model=s.model, output=str(work / f"tune-{smoothing}"), smoothing=smoothing,
+            smooth_weight=s.smooth_weight if smoothing != "none" else None,
             frames=s.frames, size=s.size, stride=1, steps=s.tune_steps,
             learning_rate=s.tune_learning_rate, gradient_checkpointing=False,
             checkpoint_every=0, guidance_scale=s.tune_guidance_scale,
@@ -117,6 +120,10 @@ def _controlvideo_method(smoothing: str) -> Callable:
         from .pipelines.controlvideo import controlvideo_config
         from .pipelines.tune import tune
 
+        # given only when set: an explicit field overrides ControlVideo's default
+        weight = {} if s.smooth_weight is None or smoothing == "none" else {
+            "smooth_weight": s.smooth_weight}  # fmt: skip
+
         config = controlvideo_config(
             video=str(source), prompt=scene.caption, edit_prompts=(target.caption,),
             model=s.model, output=str(work / f"controlvideo-{smoothing}"), smoothing=smoothing,
@@ -124,7 +131,7 @@ def _controlvideo_method(smoothing: str) -> Callable:
             stride=1, steps=s.tune_steps, learning_rate=s.tune_learning_rate,
             gradient_checkpointing=False, checkpoint_every=0,
             guidance_scale=s.tune_guidance_scale, inference_steps=s.inference_steps,
-            seed=s.seed, device=s.device,
+            seed=s.seed, device=s.device, **weight,
         )  # fmt: skip
         result = tune(config, progress=False)
         return _read(result.samples[0]), result.log
@@ -211,7 +218,8 @@ def run_case(
         raise ValueError(f"unknown methods {unknown}; expected some of {list(RUNNERS)}")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         work = Path(tmp)
-        source = write_video(work / "source.gif", render(scene, settings.frames, settings.size))
+        clip = render_scene(scene, settings.frames, settings.size)
+        source = write_video(work / "source.gif", clip)
         results = {"source": {"video": _read(source), "scores": score_video(_read(source), scene)}}
         for method in methods:
             if on_method:
@@ -296,10 +304,31 @@ def run_cases(
         bar.close()
 
 
-def random_cases(n: int, seed: int) -> list[tuple[Scene, Scene]]:
-    """``n`` seeded (source, edit) pairs."""
+def random_cases(n: int, seed: int, world: str = "simple") -> list[tuple[Scene, Scene]]:
+    """``n`` seeded (source, edit) pairs of the ``"simple"`` world (one flat object) or the
+    ``"rich"`` one (:mod:`.synthetic_rich`: textures, two objects, occlusion, pan, scale)."""
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
     rng = np.random.default_rng(seed)
+    if world == "rich":
+        from .synthetic_rich import random_rich_scene, rich_edit_of
+
+        return [(scene := random_rich_scene(rng), rich_edit_of(scene, rng)) for _ in range(n)]
     return [(scene := random_scene(rng), edit_of(scene, rng)) for _ in range(n)]
+
+
+def render_scene(scene, frames: int, size: int) -> np.ndarray:
+    """:func:`~inr_smooth.synthetic.render` or, for a rich scene, its rich renderer."""
+    from .synthetic_rich import RichScene, render_rich
+
+    return (render_rich if isinstance(scene, RichScene) else render)(scene, frames, size)
+
+
+def scene_record(scene) -> dict:
+    """A scene of either world as JSON values (a simple scene: its fields, as before)."""
+    from .synthetic_rich import RichScene, scene_fields
+
+    return scene_fields(scene) if isinstance(scene, RichScene) else scene.__dict__
 
 
 def with_overrides(settings: QualitySettings, **changes) -> QualitySettings:

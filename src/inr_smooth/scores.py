@@ -70,11 +70,14 @@ DEFINITIONS = {
 
 
 def score_video(video: np.ndarray, scene: Scene, flow=None) -> dict[str, float]:
-    """:data:`METRICS` of ``uint8 (f, s, s, 3)`` frames against ``scene`` (DIS flow unless
-    ``flow`` is given)."""
+    """:data:`METRICS` of ``uint8 (f, s, s, 3)`` frames against ``scene`` (a simple-split
+    :class:`~inr_smooth.synthetic.Scene` or a rich-split
+    :class:`~inr_smooth.synthetic_rich.RichScene`; DIS flow unless ``flow`` is given)."""
     from .metrics import DISFlow, flow_metrics
+    from .synthetic_rich import RichScene, score_rich
 
-    scores = score_object(video, scene).__dict__.copy()
+    scorer = score_rich if isinstance(scene, RichScene) else score_object
+    scores = scorer(video, scene).__dict__.copy()
     scores.update(flow_metrics(video, flow or DISFlow()))
     return {k: float(scores[k]) for k in METRICS}
 

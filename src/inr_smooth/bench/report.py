@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..outputs import write_errors
+from ..charts import save_figure
 
 __all__ = ["plot_scaling", "tune_step_table"]
 
@@ -58,14 +57,4 @@ def plot_scaling(reports: Sequence[dict], path: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"model {reports[0]['settings']['model']} on {reports[0]['device']}")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        with write_errors(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, Path(path), plt, dpi=120)

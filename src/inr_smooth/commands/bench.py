@@ -19,6 +19,8 @@ same run (modes interleaved, medians after warm-up), so they are meaningful on n
   sweep      tune-step over several frame counts and sizes: markdown table and PNG plots
   quality    every smoothing method on many seeded synthetic clips, scored with exact ground
              truth: mean ± standard error per method (the demo's comparison, at scale)
+  quality-sweep  quality over the values of one setting (lambda, gamma, guidance): a table,
+             JSON and a figure of smoothness against alignment and motion
 
 Models: tiny (a 32/64-channel UNet, seconds on a CPU), sd15-arch (Stable Diffusion 1.5's UNet
 architecture with random weights: speed and memory do not depend on the weights; for GPUs),
@@ -111,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                formatter_class=_HelpFormatter)  # fmt: skip
     quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
     quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
+    quality.add_argument("--world", choices=("simple", "rich"), default="simple",
+                         help="simple: one flat object; rich: textures, two objects, occlusion,"
+                              " a camera pan, scale change")  # fmt: skip
     quality.add_argument("--model", default="mini", help="base model")
     quality.add_argument("--frames", type=int, default=8, help="frames per clip (>= 3)")
     quality.add_argument("--size", type=int, default=64, help="frame side in px")
@@ -130,6 +135,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="subfolder of --out: table.md, chart.png, results.json (a "
                               "previous report there is replaced)")  # fmt: skip
     quality.set_defaults(handler=_run_quality)
+    qs = kinds.add_parser("quality-sweep", help="bench quality over the values of one setting",
+                          formatter_class=_HelpFormatter)  # fmt: skip
+    qs.add_argument("--param", required=True,
+                    help="a numeric setting: smooth_weight (lambda of tune:inr/smoothvideo), "
+                         "inversion_weight (gamma of edit:inr), tune_guidance_scale, "
+                         "...")  # fmt: skip
+    qs.add_argument("--values", type=float, nargs="+", required=True, help="its values")
+    qs.add_argument("--methods", nargs="+", metavar="METHOD", default=["tune:inr"],
+                    help="methods run at every value")  # fmt: skip
+    qs.add_argument("--clips", type=int, default=4, help="number of seeded clips (>= 2)")
+    qs.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
+    qs.add_argument("--world", choices=("simple", "rich"), default="simple", help="clip split")
+    qs.add_argument("--model", default="mini", help="base model")
+    qs.add_argument("--frames", type=int, default=8, help="frames per clip (>= 3)")
+    qs.add_argument("--size", type=int, default=64, help="frame side in px")
+    qs.add_argument("--tune-steps", type=int, help="tuning steps (default: the demo's)")
+    qs.add_argument("--inference-steps", type=int, help="DDIM steps (default: the demo's)")
+    qs.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    qs.add_argument("--jobs", type=int, default=1, help="clips run at once")
+    qs.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    qs.add_argument("--name", default=None,
+                    help="subfolder of --out (default: sweep-<param>): table.md, sweep.png, "
+                         "results.json")  # fmt: skip
+    qs.set_defaults(handler=_run_quality_sweep)
 
 
 def _at_least(**values: tuple[int | None, int]) -> None:
@@ -243,7 +272,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
                   "quality report folder")  # fmt: skip
     from ..demo import write_report, writing_folder
-    from ..quality import QualitySettings, random_cases, run_cases, with_overrides
+    from ..quality import QualitySettings, random_cases, run_cases, scene_record, with_overrides
     from . import user_errors
 
     base = QualitySettings(
@@ -252,18 +281,19 @@ def _run_quality(args: argparse.Namespace) -> None:
     settings = with_overrides(
         base, tune_steps=args.tune_steps, inference_steps=args.inference_steps
     )
-    pairs = random_cases(args.clips, args.seed)
+    pairs = random_cases(args.clips, args.seed, args.world)
     try:
         results = run_cases(pairs, settings, jobs=args.jobs, methods=methods)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     title = (
-        f"Quality benchmark: {args.clips} seeded synthetic clips (seed {args.seed}), model "
+        f"Quality benchmark: {args.clips} seeded synthetic clips ({args.world} world, seed "
+        f"{args.seed}), model "
         f"{settings.model}, {settings.frames} frames at {settings.size} px; mean ± standard "
         "error over clips; scores against the edited scene's exact ground truth."
     )
-    extra = {"cases_scenes": [[s.__dict__, t.__dict__] for s, t in pairs],
-             "report": "inr-smooth bench quality"}  # fmt: skip
+    extra = {"cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
+             "world": args.world, "report": "inr-smooth bench quality"}  # fmt: skip
     try:
         with writing_folder(folder) as tmp:
             text = write_report(tmp, results, settings, title, extra)
@@ -271,6 +301,66 @@ def _run_quality(args: argparse.Namespace) -> None:
         raise CLIError(str(exc)) from None
     print(text)
     print(f"wrote {folder}/{', '.join(REPORT_FILES)}")
+
+
+def _run_quality_sweep(args: argparse.Namespace) -> None:
+    from ..bench.quality_sweep import check_param
+    from ..demo import check_report_folder
+    from ..quality import RUNNERS
+
+    if any(m not in RUNNERS for m in args.methods):
+        raise CLIError(f"unknown --methods {args.methods}; expected some of {list(RUNNERS)}")
+    if args.clips < 2:
+        raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
+    _at_least(jobs=(args.jobs, 1), frames=(args.frames, 3), tune_steps=(args.tune_steps, 1),
+              inference_steps=(args.inference_steps, 1))  # fmt: skip
+    _check_sizes(args.size)
+    try:
+        check_param(args.param, args.values)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    files = ("table.md", "sweep.png", "results.json")
+    folder = args.out / (args.name or f"sweep-{args.param}")
+    _check_output(lambda p, what: check_report_folder(p, files, what), folder,
+                  "sweep report folder")  # fmt: skip
+    from ..bench.quality_sweep import plot_sweep, run_sweep, sweep_table
+    from ..demo import writing_folder
+    from ..outputs import write_json_atomic, write_text_atomic
+    from ..quality import QualitySettings, random_cases, scene_record, with_overrides
+    from . import user_errors
+
+    base = QualitySettings(model=args.model, frames=args.frames, size=args.size, seed=args.seed,
+                           device=args.device)  # fmt: skip
+    settings = with_overrides(base, tune_steps=args.tune_steps,
+                              inference_steps=args.inference_steps)  # fmt: skip
+    pairs = random_cases(args.clips, args.seed, args.world)
+    title = (f"{args.param} sweep: {args.clips} seeded clips ({args.world} world, seed "
+             f"{args.seed}), model {settings.model}, {settings.frames} frames at {settings.size}"
+             " px; mean ± standard error over clips")  # fmt: skip
+    try:
+        points = run_sweep(pairs, settings, tuple(args.methods), args.param, args.values,
+                           jobs=args.jobs)  # fmt: skip
+        text = sweep_table(points, args.param, title)
+        with writing_folder(folder) as tmp:
+            write_text_atomic(tmp / "table.md", text)
+            plot_sweep(points, args.param, tmp / "sweep.png", title)
+            write_json_atomic(tmp / "results.json", {
+                "settings": settings.__dict__, "param": args.param,
+                "values": [p["value"] for p in points],
+                # per value, per clip: scores as bench quality stores them, and seconds
+                "cases": [[{m: r["scores"] for m, r in c.items()} for c in p["cases"]]
+                          for p in points],
+                "seconds": [[{m: r.get("seconds") for m, r in c.items()} for c in p["cases"]]
+                            for p in points],
+                "points": [{k: v for k, v in p.items() if k != "cases"} for p in points],
+                "world": args.world, "methods": list(args.methods),
+                "cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
+                "report": "inr-smooth bench quality-sweep",
+            })  # fmt: skip
+    except user_errors() as exc:
+        raise CLIError(str(exc)) from None
+    print(text)
+    print(f"wrote {folder}/{', '.join(files)}")
 
 
 def _run_edit(args: argparse.Namespace) -> None:

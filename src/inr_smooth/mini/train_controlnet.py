@@ -40,6 +40,7 @@ from .train import (
     _lr_lambda,
     _opt,
     _Recorder,
+    _replace_folder,
     _seeded,
     _weighted_mse,
     holdout_pairs,
@@ -265,11 +266,7 @@ def run(config: ControlNetTrainConfig) -> Path:
     try:
         controlnet.to(torch.float16).save_pretrained(tmp)
         (tmp / "training.json").write_text(json.dumps(log, indent=1) + "\n")
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        if output.exists():
-            os.replace(output, old)
-        os.replace(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_folder(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output

@@ -1,0 +1,120 @@
+"""``inr-smooth bench quality-sweep``: the quality benchmark over a range of one setting.
+
+For each value of one numeric field of :class:`~inr_smooth.quality.QualitySettings` (λ =
+``smooth_weight`` for ``tune:inr`` / ``tune:smoothvideo``, γ = ``inversion_weight`` for
+``edit:inr``, or any other, e.g. ``tune_guidance_scale``), every selected method runs on the
+same seeded clips (:func:`~inr_smooth.quality.run_cases`), and the sweep writes
+
+* ``table.md`` -- one row per method and value, mean ± standard error over clips;
+* ``results.json`` -- settings, values, per-value per-clip scores and summaries;
+* ``sweep.png`` -- smoothness (colour flicker, warp error) on x against alignment (colour
+  accuracy, shape IoU) and motion (trajectory error, motion ratio) on y: one curve per method
+  through the values, error bars over clips on both axes, each point labelled with its value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..scores import METRICS, markdown_table, summarize
+
+__all__ = ["SWEEPABLE", "plot_sweep", "run_sweep", "sweep_table"]
+
+X_METRICS = ("color_flicker", "warp_error")
+Y_METRICS = ("color_accuracy", "shape_iou", "trajectory_error", "motion_ratio")
+
+
+def _sweepable() -> dict[str, type]:
+    from ..quality import QualitySettings
+
+    numeric = {"int": int, "float": float, "float | None": float}
+    return {f.name: numeric[str(f.type)] for f in fields(QualitySettings)
+            if str(f.type) in numeric and f.name != "seed"}  # fmt: skip
+
+
+SWEEPABLE = tuple(_sweepable())
+
+
+def check_param(param: str, values: Sequence[float]) -> list:
+    """The values as the field's type; ValueError (one line) for an unknown field."""
+    kinds = _sweepable()
+    if param not in kinds:
+        raise ValueError(f"--param must be one of {sorted(kinds)}, got {param!r}")
+    if not values:
+        raise ValueError("--values needs at least one value")
+    kind = kinds[param]
+    if kind is int and any(float(v) != int(float(v)) for v in values):
+        raise ValueError(f"{param} takes whole numbers, got {list(values)}")
+    return [kind(float(v)) if kind is int else float(v) for v in values]
+
+
+def run_sweep(pairs, settings, methods: Sequence[str], param: str, values: Sequence[float],
+              *, jobs: int = 1, progress: bool = True) -> list[dict]:  # fmt: skip
+    """Per value: ``{"value", "settings", "cases", "summary"}`` (cases without videos)."""
+    from ..quality import run_cases
+
+    out = []
+    for value in check_param(param, values):
+        at = replace(settings, **{param: value})
+        cases = run_cases(pairs, at, jobs=jobs, progress=progress, methods=methods)
+        out.append({"value": value, "settings": at.__dict__, "cases": cases,
+                    "summary": summarize(cases)})  # fmt: skip
+    return out
+
+
+def _rows(points: list[dict], param: str) -> dict:
+    rows = {}
+    for method in points[0]["summary"]:
+        if method == "source":
+            continue
+        for point in points:
+            rows[f"{method} @ {param}={point['value']:g}"] = point["summary"][method]
+    rows["source"] = points[0]["summary"]["source"]
+    return rows
+
+
+def sweep_table(points: list[dict], param: str, title: str) -> str:
+    n = len(points[0]["cases"])
+    return f"{title}\n\n{markdown_table(_rows(points, param), n)}"
+
+
+def plot_sweep(points: list[dict], param: str, path: Path, title: str) -> Path:
+    """The figure of the module docstring (a PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..charts import _save
+
+    methods = [m for m in points[0]["summary"] if m != "source"]
+    fig, axes = plt.subplots(len(X_METRICS), len(Y_METRICS), squeeze=False,
+                             figsize=(3.2 * len(Y_METRICS), 3.0 * len(X_METRICS) + 0.6),
+                             layout="constrained")  # fmt: skip
+    for row, x_metric in enumerate(X_METRICS):
+        for col, y_metric in enumerate(Y_METRICS):
+            ax = axes[row][col]
+            for i, method in enumerate(methods):
+                xs = [p["summary"][method][x_metric] for p in points]
+                ys = [p["summary"][method][y_metric] for p in points]
+                ax.errorbar([m for m, _ in xs], [m for m, _ in ys], xerr=[_se(s) for _, s in xs],
+                            yerr=[_se(s) for _, s in ys], marker="o", markersize=3,
+                            capsize=2, linewidth=1, color=f"C{i % 10}", label=method)  # fmt: skip
+                for p, (x, _), (y, _) in zip(points, xs, ys, strict=True):
+                    ax.annotate(f"{p['value']:g}", (x, y), fontsize=6, xytext=(2, 2),
+                                textcoords="offset points")  # fmt: skip
+            if METRICS[y_metric][1] == "one":
+                ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1)
+            ax.set_xlabel(METRICS[x_metric][0], fontsize=8)
+            ax.set_ylabel(METRICS[y_metric][0], fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{title} (points: {param})", fontsize=9)
+    return _save(fig, Path(path), plt)
+
+
+def _se(value: float) -> float:
+    return value if math.isfinite(value) else 0.0

@@ -1,0 +1,44 @@
+"""bench quality-sweep: the quality benchmark over the values of one setting."""
+
+import json
+
+import pytest
+
+from inr_smooth.bench.quality_sweep import SWEEPABLE, check_param
+from inr_smooth.cli import main
+
+
+def test_sweepable_settings_are_the_numeric_ones():
+    assert {"smooth_weight", "inversion_weight", "tune_guidance_scale", "tune_steps"} <= set(
+        SWEEPABLE
+    )
+    assert "model" not in SWEEPABLE and "seed" not in SWEEPABLE
+    assert check_param("tune_steps", [10.0, 20]) == [10, 20]
+    with pytest.raises(ValueError, match="whole numbers"):
+        check_param("tune_steps", [1.5])
+    with pytest.raises(ValueError, match="--param must be one of"):
+        check_param("lam", [1])
+
+
+def test_a_gamma_sweep_writes_table_json_and_figure(tiny_sd_folder, tmp_path, capsys):
+    code = main(["bench", "quality-sweep", "--param", "inversion_weight", "--values", "0", "1",
+                 "--methods", "edit:inr", "--model", str(tiny_sd_folder), "--clips", "2",
+                 "--frames", "3", "--size", "16", "--inference-steps", "2",
+                 "--out", str(tmp_path), "--name", "s"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| edit:inr @ inversion_weight=0 |" in out and "| edit:inr @ inversion_weight=1 |" in out
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert results["values"] == [0.0, 1.0] and len(results["cases"]) == 2
+    assert [p["settings"]["inversion_weight"] for p in results["points"]] == [0.0, 1.0]
+    assert len(results["cases"][0]) == 2  # clips
+    assert (tmp_path / "s" / "sweep.png").stat().st_size > 0
+    # gamma 0 is edit:plain: the same clips, the same scores as bench quality's edit:plain
+    assert main(["bench", "quality", "--methods", "edit:plain", "--model", str(tiny_sd_folder),
+                 "--clips", "2", "--frames", "3", "--size", "16", "--inference-steps", "2",
+                 "--out", str(tmp_path), "--name", "q"]) == 0  # fmt: skip
+    plain = json.loads((tmp_path / "q" / "results.json").read_text())["cases"]
+    assert [c["edit:plain"] for c in plain] == [c["edit:inr"] for c in results["cases"][0]]
+    # a bad parameter is one line before any model loads
+    assert main(["bench", "quality-sweep", "--param", "lam", "--values", "1"]) == 2
+    assert "--param must be one of" in capsys.readouterr().err
