@@ -88,7 +88,7 @@ def plot_sweep(points: list[dict], param: str, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..charts import _save
+    from ..charts import save_figure
 
     methods = [m for m in points[0]["summary"] if m != "source"]
     fig, axes = plt.subplots(len(X_METRICS), len(Y_METRICS), squeeze=False,
@@ -113,7 +113,7 @@ def plot_sweep(points: list[dict], param: str, path: Path, title: str) -> Path:
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{title} (points: {param})", fontsize=9)
-    return _save(fig, Path(path), plt)
+    return save_figure(fig, Path(path), plt)
 
 
 def _se(value: float) -> float:
