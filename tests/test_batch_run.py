@@ -55,11 +55,12 @@ def _lines(folder):
 
 
 def _claims(folder):
-    """{pid: job} of the claim files now in ``folder``."""
+    """{rank: (pid, job)} of the claim files now in ``folder``."""
     held = {}
     for path in (folder / "claims").glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):  # released meanwhile
-            held[json.loads(path.read_text())["pid"]] = path.name.split(".")[0]
+            owner = json.loads(path.read_text())
+            held[owner["rank"]] = (owner["pid"], path.name.split(".")[0])
     return held
 
 
@@ -75,28 +76,37 @@ def _wait(what, condition, proc):
     raise AssertionError(f"gave up waiting for {what}: {proc.poll()=}")
 
 
+def _kill_in_a_job(rank, folder, not_before: str | None = None):
+    """SIGKILL the process of ``rank`` while it holds the claim of a job that it has not
+    recorded (and, with ``not_before``, only once that job is recorded): (pid, job), or None
+    when it holds none now. Stopped first, so that it cannot record the job or claim the next
+    one between the check and the kill."""
+    held = _claims(folder).get(rank)
+    if held is None or (not_before and not_before not in {e["job"] for e in _lines(folder)}):
+        return None
+    pid, _ = held
+    os.kill(pid, signal.SIGSTOP)
+    held = _claims(folder).get(rank)
+    if held and held[0] == pid and held[1] not in {e["job"] for e in _lines(folder)}:
+        os.kill(pid, signal.SIGKILL)
+        return held
+    os.kill(pid, signal.SIGCONT)
+    return None
+
+
 def _kill_twice(proc, folder, seen: dict):
-    """Kill rank 1 in a job once both ranks have finished one; once rank 0 has finished that
-    job, kill rank 0 in its next job."""
+    """Kill rank 1 in its second job; once rank 0 has finished that job, kill rank 0 in its
+    next job. (Claims name their rank: neither kill waits for the other rank.)"""
     try:
-        def rank1_busy():
-            lines = _lines(folder)
-            pids = {e["rank"]: e["pid"] for e in lines}
-            if len(pids) == 2 and pids[1] in _claims(folder):
-                return pids
+        def rank1_killed():
+            if any(e["rank"] == 1 for e in _lines(folder)):
+                return _kill_in_a_job(1, folder)
             return None
 
-        pids = _wait("both ranks to finish a job", rank1_busy, proc)
-        os.kill(pids[1], signal.SIGKILL)
-        seen["taken_over"] = _claims(folder)[pids[1]]
-
-        def rank0_busy_after_takeover():
-            jobs = {e["job"] for e in _lines(folder)}
-            busy = _claims(folder).get(pids[0])
-            return seen["taken_over"] in jobs and busy not in (None, seen["taken_over"])
-
-        _wait("rank 0 to take the job over", rank0_busy_after_takeover, proc)
-        os.kill(pids[0], signal.SIGKILL)
+        pid1, seen["taken_over"] = _wait("rank 1 to finish a job", rank1_killed, proc)
+        pid0, _ = _wait("rank 0 to take the job over",
+                        lambda: _kill_in_a_job(0, folder, not_before=seen["taken_over"]), proc)
+        pids = {0: pid0, 1: pid1}
         seen["output"] = proc.communicate(timeout=60)[0]
         seen["returncode"] = proc.returncode
         seen["finished"] = [e["key"] for e in _lines(folder)]
