@@ -32,17 +32,12 @@ from .p2p_words import check_control_fields
 from .prompt_to_prompt import (
     MAX_TOKENS,
     CrossAttentionControl,
-    build_cross_control,
+    config_cross_control,
+    config_windows,
     cross_replace_alpha,
 )
 
 __all__ = ["check_control_fields", "new_prompt_control", "plan_prompt_control"]
-
-
-def _windows(cross_replace):
-    if isinstance(cross_replace, dict):
-        return {("default_" if k == "default" else k): v for k, v in cross_replace.items()}
-    return cross_replace
 
 
 def plan_prompt_control(
@@ -56,7 +51,7 @@ def plan_prompt_control(
             "prompt-to-prompt control (cross_replace > 0 or blend words) needs a VideoUNet, got "
             f"{type(video_unet).__name__}"
         )
-    alpha = cross_replace_alpha(n, _windows(config.cross_replace), tokenizer, config.prompt)
+    alpha = cross_replace_alpha(n, config_windows(config.cross_replace), tokenizer, config.prompt)
     cross_steps = frozenset(n - 1 - i for i in range(n) if alpha[i].any())
     blend = blend_layers(video_unet) if blend_tokens and self_steps else {}
     layers = cross_attention_layers(video_unet, config.fusion_min_downsample) if cross_steps else {}
@@ -66,15 +61,7 @@ def plan_prompt_control(
         return None, None, log
     control = None
     if layers:
-        control = build_cross_control(
-            tokenizer, config.source_prompt, config.prompt, n, _windows(config.cross_replace),
-            controller=config.controller, reweight=config.reweight,
-        )  # fmt: skip
-        log["controller"] = control.kind
-        if control.equalizer is not None:
-            log["reweight_tokens"] = {
-                str(i): float(s) for i, s in enumerate(control.equalizer.tolist()) if s != 1.0
-            }
+        control = config_cross_control(tokenizer, config, n, log)
     plan = ControlPlan(
         cross_layers=layers, cross_steps=cross_steps if layers else frozenset(),
         blend_layers=blend, blend_tokens=tuple(blend_tokens) if blend else (),

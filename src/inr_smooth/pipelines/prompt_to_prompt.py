@@ -48,6 +48,8 @@ __all__ = [
     "LocalBlend",
     "build_cross_control",
     "choose_controller",
+    "config_cross_control",
+    "config_windows",
     "cross_replace_alpha",
     "equalizer",
     "global_alignment",
@@ -342,3 +344,26 @@ class LocalBlend:
             return latents
         mask = self.mask(tuple(latents.shape[-2:]))[:, None].to(latents)  # (p, 1, f, h, w)
         return latents[:1] + mask * (latents - latents[:1])
+
+
+def config_windows(cross_replace):
+    """An edit config's ``cross_replace`` (a fraction, or ``{word: window}`` with the key
+    ``default``) as :func:`cross_replace_alpha` takes it (``default_``)."""
+    if isinstance(cross_replace, dict):
+        return {("default_" if k == "default" else k): v for k, v in cross_replace.items()}
+    return cross_replace
+
+
+def config_cross_control(tokenizer, config, n: int, log: dict) -> CrossAttentionControl:
+    """:func:`build_cross_control` from an edit config's prompts, windows, controller and
+    reweighting; records the controller and the reweighted tokens in ``log``."""
+    control = build_cross_control(
+        tokenizer, config.source_prompt, config.prompt, n, config_windows(config.cross_replace),
+        controller=config.controller, reweight=config.reweight,
+    )  # fmt: skip
+    log["controller"] = control.kind
+    if control.equalizer is not None:
+        log["reweight_tokens"] = {
+            str(i): float(s) for i, s in enumerate(control.equalizer.tolist()) if s != 1.0
+        }
+    return control

@@ -34,7 +34,8 @@ from .prompt_to_prompt import (
     MAX_TOKENS,
     CrossAttentionControl,
     LocalBlend,
-    build_cross_control,
+    config_cross_control,
+    config_windows,
     cross_replace_alpha,
     self_replace_range,
     token_positions,
@@ -54,12 +55,6 @@ def temporal_attention_layers(video_unet) -> tuple[str, ...]:
     """The temporal attention modules (names in the 2-D UNet, ``....temporal.attn``)."""
     return tuple(f"{name}.attn" for name, module in video_unet.unet.named_modules()
                  if isinstance(module, TemporalAttention))  # fmt: skip
-
-
-def _windows(cross_replace):
-    if isinstance(cross_replace, dict):
-        return {("default_" if k == "default" else k): v for k, v in cross_replace.items()}
-    return cross_replace
 
 
 def _blend_weights(tokenizer, config) -> torch.Tensor:
@@ -98,7 +93,7 @@ def plan_video_p2p_control(video_unet, tokenizer, config) -> tuple[VideoP2PContr
     """Video-P2P's control of an edit (module docstring), and what to log; None when nothing
     is controlled (no cross window, no self steps or temporal layers, no blend words)."""
     n = config.inference_steps
-    alpha = cross_replace_alpha(n, _windows(config.cross_replace), tokenizer, config.prompt)
+    alpha = cross_replace_alpha(n, config_windows(config.cross_replace), tokenizer, config.prompt)
     cross_steps = frozenset(n - 1 - i for i in range(n) if alpha[i].any())
     cross = cross_attention_layers(video_unet, 1) if cross_steps else {}
     temporal = temporal_attention_layers(video_unet)
@@ -114,15 +109,7 @@ def plan_video_p2p_control(video_unet, tokenizer, config) -> tuple[VideoP2PContr
         return None, log
     control = None
     if cross:
-        control = build_cross_control(
-            tokenizer, config.source_prompt, config.prompt, n, _windows(config.cross_replace),
-            controller=config.controller, reweight=config.reweight,
-        )  # fmt: skip
-        log["controller"] = control.kind
-        if control.equalizer is not None:
-            log["reweight_tokens"] = {
-                str(i): float(s) for i, s in enumerate(control.equalizer.tolist()) if s != 1.0
-            }
+        control = config_cross_control(tokenizer, config, n, log)
     weights = _blend_weights(tokenizer, config) if blend else None
     if weights is not None:
         log["blend_tokens"] = [[int(i) for i in row.nonzero()] for row in weights]
