@@ -38,6 +38,7 @@ __all__ = [
     "Scene",
     "background_tones",
     "find_object",
+    "object_score",
     "random_scene",
     "render",
     "render_background",
@@ -267,6 +268,21 @@ def score_object(video: np.ndarray, scene: Scene) -> ObjectScore:
         distances.append(distance)
         colors.append(color)
         found_path.append(state)
+    return object_score(hits, ious, distances, colors, found_path, true_path)
+
+
+def _iou(found: FoundObject, scene: Scene, n: int, frames: int, true_center) -> float:
+    """IoU of the found mask with the true shape translated onto the found centroid."""
+    cx, cy = scene.center(n, frames)
+    dx, dy = found.center[0] - true_center[0], found.center[1] - true_center[1]
+    moved = shape_mask(scene.shape, cx + dx, cy + dy, scene.size_at(n, frames), found.mask.shape[0])
+    union = (moved | found.mask).sum()
+    return float((moved & found.mask).sum() / union) if union else 0.0
+
+
+def object_score(hits, ious, distances, colors, found_path, true_path) -> ObjectScore:
+    """The per-frame findings of a scorer (colour hit, IoU, centre distance, colour or None,
+    (x, y, side) path point) summarised; a missing colour counts as a full change."""
     changes = [float(np.abs(b - a).mean()) if a is not None and b is not None else 1.0
                for a, b in itertools.pairwise(colors)]  # fmt: skip
     truth_length = _path(true_path)
@@ -277,12 +293,3 @@ def score_object(video: np.ndarray, scene: Scene) -> ObjectScore:
         motion_ratio=_path(found_path) / truth_length if truth_length > 0 else float("nan"),
         color_flicker=float(np.mean(changes)) if changes else 0.0,
     )
-
-
-def _iou(found: FoundObject, scene: Scene, n: int, frames: int, true_center) -> float:
-    """IoU of the found mask with the true shape translated onto the found centroid."""
-    cx, cy = scene.center(n, frames)
-    dx, dy = found.center[0] - true_center[0], found.center[1] - true_center[1]
-    moved = shape_mask(scene.shape, cx + dx, cy + dy, scene.size_at(n, frames), found.mask.shape[0])
-    union = (moved | found.mask).sum()
-    return float((moved & found.mask).sum() / union) if union else 0.0

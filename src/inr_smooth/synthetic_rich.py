@@ -32,7 +32,7 @@ from .synthetic import (
     SHAPES,
     ObjectScore,
     _centroid,
-    _path,
+    object_score,
     shape_mask,
 )
 
@@ -430,13 +430,4 @@ def score_rich(video: np.ndarray, scene: RichScene) -> ObjectScore:
         distances.append(math.dist(center, true_center))
         colors.append(color / 255)
         found_path.append((*center, side))
-    changes = [float(np.abs(b - a).mean()) if a is not None and b is not None else 1.0
-               for a, b in itertools.pairwise(colors)]  # fmt: skip
-    truth_length = _path(true_path)
-    return ObjectScore(
-        color_accuracy=float(np.mean(hits)),
-        shape_iou=float(np.mean(ious)),
-        trajectory_error=float(np.mean(distances)),
-        motion_ratio=_path(found_path) / truth_length if truth_length > 0 else float("nan"),
-        color_flicker=float(np.mean(changes)) if changes else 0.0,
-    )
+    return object_score(hits, ious, distances, colors, found_path, true_path)
