@@ -135,8 +135,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="subfolder of --out: table.md, chart.png, results.json (a "
                               "previous report there is replaced)")  # fmt: skip
     quality.set_defaults(handler=_run_quality)
-    qs = kinds.add_parser("quality-sweep", help="bench quality over the values of one setting",
-                          formatter_class=_HelpFormatter)  # fmt: skip
+    qs = kinds.add_parser(
+        "quality-sweep", help="bench quality over the values of one setting",
+        formatter_class=_HelpFormatter,
+        description="Run bench quality once per value of one numeric setting on the same clips "
+                    "and write OUT/NAME/{table.md,results.json,sweep.png}: colour flicker and "
+                    "warp error against colour accuracy, shape IoU, trajectory error and motion "
+                    "ratio, a curve per method, error bars over clips. Example: inr-smooth bench "
+                    "quality-sweep --param inversion_weight --values 0 0.5 1 --methods edit:inr",
+    )  # fmt: skip
     qs.add_argument("--param", required=True,
                     help="a numeric setting: smooth_weight (lambda of tune:inr/smoothvideo), "
                          "inversion_weight (gamma of edit:inr), tune_guidance_scale, "
