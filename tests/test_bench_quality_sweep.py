@@ -42,3 +42,25 @@ def test_a_gamma_sweep_writes_table_json_and_figure(tiny_sd_folder, tmp_path, ca
     # a bad parameter is one line before any model loads
     assert main(["bench", "quality-sweep", "--param", "lam", "--values", "1"]) == 2
     assert "--param must be one of" in capsys.readouterr().err
+
+
+def test_a_lambda_sweep_says_what_lambda_weighs():
+    from inr_smooth.bench.quality_sweep import weight_table
+    from inr_smooth.quality import loss_means
+
+    # a tuning run's [step, loss, diffusion, smoothing] rows
+    assert loss_means([[0, 1.0, 0.2, 0.1], [1, 1.0, 0.4, 0.3]]) == pytest.approx(
+        {"diffusion": 0.3, "smoothing": 0.2}
+    )
+    scores = {"color_flicker": 0.1}
+    points = [
+        {"value": lam, "summary": {"source": {}, "tune:inr": {}},
+         "cases": [{"source": {"scores": scores},
+                    "tune:inr": {"scores": scores, "losses": {"diffusion": d, "smoothing": sm}}}
+                   for d, sm in ((0.2, 0.1), (0.4, 0.1))]}
+        for lam in (0.0, 2.0)
+    ]  # fmt: skip
+    table = weight_table(points)
+    # per clip lambda * smoothing / diffusion: 2 * 0.1 / 0.2 = 1 and 2 * 0.1 / 0.4 = 0.5
+    assert "| tune:inr | 2 | 0.3000 | 0.1000 | 0.75 |" in table
+    assert "| tune:inr | 0 | 0.3000 | 0.1000 | 0 |" in table

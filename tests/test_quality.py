@@ -49,6 +49,10 @@ def test_every_method_runs_on_a_tiny_model_and_the_report_summarises(tiny_sd_fol
         assert video.shape == (3, 16, 16, 3) and video.dtype == np.uint8
         assert result[method]["seconds"] > 0
         assert set(result[method]["scores"]) >= {"color_accuracy", "warp_error"}
+    # the tuned runs carry their mean losses (what lambda weighs), the edits none
+    losses = result["tune:inr"]["losses"]
+    assert losses["diffusion"] > 0 and losses["smoothing"] >= 0
+    assert "losses" not in result["edit:inr"]
     summary = summarize([result, result])
     mean, se = summary["tune:inr"]["warp_error"]
     assert mean == pytest.approx(result["tune:inr"]["scores"]["warp_error"]) and se == 0

@@ -61,7 +61,7 @@ class QualitySettings:
     tune_steps: int = 60
     tune_learning_rate: float = 1e-4
     inference_steps: int = 20
-    tune_guidance_scale: float = 7.5
+    tune_guidance_scale: float = 1.0  # the mini's: see benchmarks/results/motion-diagnosis
     edit_guidance_scale: float = 7.5
     inversion_weight: float = 1.0  # gamma of edit:inr
     smooth_weight: float | None = None  # lambda of tune:inr / smoothvideo; None: the default
@@ -229,7 +229,16 @@ def run_case(
             results[method] = {
                 "video": video, "scores": score_video(video, target), "seconds": seconds
             }  # fmt: skip
+            if log.get("loss"):
+                results[method]["losses"] = loss_means(log["loss"])
     return results
+
+
+def loss_means(rows: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Mean diffusion and (unweighted) smoothing loss over a tuning run's ``[step, loss,
+    diffusion, smoothing]`` rows: what lambda weighs the smoothing term against."""
+    columns = np.asarray(rows, dtype=float)
+    return {"diffusion": float(columns[:, 2].mean()), "smoothing": float(columns[:, 3].mean())}
 
 
 @contextmanager
@@ -251,7 +260,8 @@ def one_torch_thread():
 
 
 def _scores_only(case: dict[str, dict]) -> dict[str, dict]:
-    return {k: {"scores": v["scores"], "seconds": v.get("seconds")} for k, v in case.items()}
+    keep = ("scores", "seconds", "losses")
+    return {k: {key: v[key] for key in keep if key in v} for k, v in case.items()}
 
 
 def _score_case(job: tuple) -> dict[str, dict]:

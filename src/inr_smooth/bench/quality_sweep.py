@@ -5,7 +5,8 @@ For each value of one numeric field of :class:`~inr_smooth.quality.QualitySettin
 ``edit:inr``, or any other, e.g. ``tune_guidance_scale``), every selected method runs on the
 same seeded clips (:func:`~inr_smooth.quality.run_cases`), and the sweep writes
 
-* ``table.md`` -- one row per method and value, mean ± standard error over clips;
+* ``table.md`` -- one row per method and value, mean ± standard error over clips (for a
+  lambda sweep also what lambda weighs: the tuning losses, :func:`weight_table`);
 * ``results.json`` -- settings, values, per-value per-clip scores and summaries;
 * ``sweep.png`` -- smoothness (colour flicker, warp error) on x against alignment (colour
   accuracy, shape IoU) and motion (trajectory error, motion ratio) on y: one curve per method
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..scores import METRICS, markdown_table, summarize
 
-__all__ = ["SWEEPABLE", "plot_sweep", "run_sweep", "sweep_table"]
+__all__ = ["SWEEPABLE", "plot_sweep", "run_sweep", "sweep_table", "weight_table"]
 
 X_METRICS = ("color_flicker", "warp_error")
 Y_METRICS = ("color_accuracy", "shape_iou", "trajectory_error", "motion_ratio")
@@ -78,7 +79,34 @@ def _rows(points: list[dict], param: str) -> dict:
 
 def sweep_table(points: list[dict], param: str, title: str) -> str:
     n = len(points[0]["cases"])
-    return f"{title}\n\n{markdown_table(_rows(points, param), n)}"
+    text = f"{title}\n\n{markdown_table(_rows(points, param), n)}"
+    if param == "smooth_weight" and any(_losses(points[0], m) for m in points[0]["summary"]):
+        text += ("\nWhat lambda weighs (mean over clips of the tuning run's mean losses; the "
+                 "smoothing loss unweighted):\n\n" + weight_table(points))
+    return text
+
+
+def _losses(point: dict, method: str) -> list[dict]:
+    return [case[method]["losses"] for case in point["cases"] if "losses" in case.get(method, {})]
+
+
+def weight_table(points: list[dict]) -> str:
+    """Per method and lambda: the diffusion loss, the smoothing loss and lambda times the
+    smoothing loss over the diffusion loss (per clip, then averaged over clips)."""
+    lines = ["| method | lambda | diffusion loss | smoothing loss | lambda x smoothing / diffusion"
+             " |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for method in points[0]["summary"]:
+        for point in points:
+            losses = _losses(point, method)
+            if not losses:
+                continue
+            lam = point["value"]
+            ratio = sum(lam * x["smoothing"] / x["diffusion"] for x in losses) / len(losses)
+            diffusion = sum(x["diffusion"] for x in losses) / len(losses)
+            smoothing = sum(x["smoothing"] for x in losses) / len(losses)
+            lines.append(f"| {method} | {lam:g} | {diffusion:.4f} | {smoothing:.4f} | "
+                         f"{ratio:.3g} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def plot_sweep(points: list[dict], param: str, path: Path, title: str) -> Path:

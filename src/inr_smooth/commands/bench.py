@@ -359,6 +359,8 @@ def _run_quality_sweep(args: argparse.Namespace) -> None:
                           for p in points],
                 "seconds": [[{m: r.get("seconds") for m, r in c.items()} for c in p["cases"]]
                             for p in points],
+                "losses": [[{m: r["losses"] for m, r in c.items() if "losses" in r}
+                            for c in p["cases"]] for p in points],
                 "points": [{k: v for k, v in p.items() if k != "cases"} for p in points],
                 "world": args.world, "methods": list(args.methods),
                 "cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
