@@ -64,3 +64,19 @@ def test_a_lambda_sweep_says_what_lambda_weighs():
     # per clip lambda * smoothing / diffusion: 2 * 0.1 / 0.2 = 1 and 2 * 0.1 / 0.4 = 0.5
     assert "| tune:inr | 2 | 0.3000 | 0.1000 | 0.75 |" in table
     assert "| tune:inr | 0 | 0.3000 | 0.1000 | 0 |" in table
+
+
+def test_the_sweep_table_gives_paired_differences_from_the_first_value():
+    from inr_smooth.bench.quality_sweep import sweep_differences
+
+    def case(flicker):
+        return {"source": {"scores": {}}, "edit:inr": {"scores": {"color_flicker": flicker}}}
+
+    points = [{"value": g, "summary": {"source": {}, "edit:inr": {}},
+               "cases": [case(f) for f in flickers]}
+              for g, flickers in ((0.0, (0.1, 0.2, 0.3)), (1.0, (0.08, 0.19, 0.25)))]  # fmt: skip
+    (row,) = sweep_differences(points, "inversion_weight").items()
+    assert row[0] == "edit:inr @ 1 - @ 0"
+    mean, se = row[1]["color_flicker"]
+    # per clip -0.02, -0.01, -0.05: mean -0.02667, s.e. = sd / sqrt(3)
+    assert mean == pytest.approx(-0.08 / 3) and se == pytest.approx(0.0120185, rel=1e-4)

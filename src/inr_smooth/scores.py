@@ -21,6 +21,7 @@ __all__ = [
     "METRICS",
     "markdown_table",
     "motion_notes",
+    "paired_difference",
     "paired_differences",
     "score_video",
     "summarize",
@@ -106,12 +107,18 @@ def paired_differences(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, 
     shared, so this error is smaller than the two methods' errors combined: it is the one that
     says whether a method beats its baseline."""
     return {
-        f"{a} - {b}": {
-            m: _mean_se([_score(case, a, m) - _score(case, b, m) for case in cases])
-            for m in METRICS
-        }
+        f"{a} - {b}": paired_difference([(case[a], case[b]) for case in cases])
         for a, b in COMPARISONS
         if all(a in case and b in case for case in cases)
+    }
+
+
+def paired_difference(pairs: Sequence[tuple[dict, dict]]) -> dict[str, tuple[float, float]]:
+    """Per metric: (mean, standard error) of ``a - b`` over the ``(a, b)`` results (each with
+    ``"scores"``) of the same clips."""
+    return {
+        m: _mean_se([a["scores"].get(m, math.nan) - b["scores"].get(m, math.nan) for a, b in pairs])
+        for m in METRICS
     }
 
 

@@ -6,7 +6,8 @@ For each value of one numeric field of :class:`~inr_smooth.quality.QualitySettin
 same seeded clips (:func:`~inr_smooth.quality.run_cases`), and the sweep writes
 
 * ``table.md`` -- one row per method and value, mean ± standard error over clips (for a
-  lambda sweep also what lambda weighs: the tuning losses, :func:`weight_table`);
+  lambda sweep also what lambda weighs: the tuning losses, :func:`weight_table`), then the
+  paired differences of each value from the first (:func:`sweep_differences`);
 * ``results.json`` -- settings, values, per-value per-clip scores and summaries;
 * ``sweep.png`` -- smoothness (colour flicker, warp error) on x against alignment (colour
   accuracy, shape IoU) and motion (trajectory error, motion ratio) on y: one curve per method
@@ -20,9 +21,16 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ..scores import METRICS, markdown_table, summarize
+from ..scores import METRICS, markdown_table, paired_difference, summarize
 
-__all__ = ["SWEEPABLE", "plot_sweep", "run_sweep", "sweep_table", "weight_table"]
+__all__ = [
+    "SWEEPABLE",
+    "plot_sweep",
+    "run_sweep",
+    "sweep_differences",
+    "sweep_table",
+    "weight_table",
+]
 
 X_METRICS = ("color_flicker", "warp_error")
 Y_METRICS = ("color_accuracy", "shape_iou", "trajectory_error", "motion_ratio")
@@ -77,9 +85,27 @@ def _rows(points: list[dict], param: str) -> dict:
     return rows
 
 
+def sweep_differences(points: list[dict], param: str) -> dict[str, dict]:
+    """Per method and value after the first: (mean, s.e.) of the per-clip difference from the
+    method's output at the first value (the same clips: the error that decides)."""
+    first = points[0]
+    out = {}
+    for method in (m for m in first["summary"] if m != "source"):
+        for point in points[1:]:
+            pairs = zip(point["cases"], first["cases"], strict=True)
+            out[f"{method} @ {point['value']:g} - @ {first['value']:g}"] = paired_difference(
+                [(now[method], then[method]) for now, then in pairs]
+            )
+    return out
+
+
 def sweep_table(points: list[dict], param: str, title: str) -> str:
     n = len(points[0]["cases"])
     text = f"{title}\n\n{markdown_table(_rows(points, param), n)}"
+    if len(points) > 1 and n > 1:
+        text += (f"\nPaired differences from {param}={points[0]['value']:g} (mean ± standard "
+                 "error of the per-clip difference):\n\n"
+                 + markdown_table(sweep_differences(points, param), n, 4))  # fmt: skip
     if param == "smooth_weight" and any(_losses(points[0], m) for m in points[0]["summary"]):
         text += ("\nWhat lambda weighs (mean over clips of the tuning run's mean losses; the "
                  "smoothing loss unweighted):\n\n" + weight_table(points))
