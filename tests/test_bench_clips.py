@@ -42,3 +42,19 @@ def test_the_command_reads_results_files(tmp_path, capsys):
     main([str(path), "--json", str(tmp_path / "rows.json")])
     assert "| tune:inr - tune:none | 3 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "rows.json").read_text())[0]["clips"] == 3
+
+
+def test_a_sweep_compares_each_value_with_the_first_on_the_same_clips():
+    from inr_smooth.bench.clips import comparisons
+
+    def case(flicker):
+        return {"source": {"color_flicker": 0.0}, "edit:inr": {"color_flicker": flicker}}
+
+    sweep = {"report": "inr-smooth bench quality-sweep", "values": [0.0, 0.5, 1.0],
+             "cases": [[case(0.1), case(0.2)], [case(0.1), case(0.3)], [case(0.0), case(0.2)]]}
+    rows = comparisons(sweep)
+    assert [(a, b) for _, a, b in rows] == [("edit:inr @ 0.5", "edit:inr @ 0"),
+                                            ("edit:inr @ 1", "edit:inr @ 0")]  # fmt: skip
+    cases, a, b = rows[1]
+    assert [c[a]["color_flicker"] - c[b]["color_flicker"] for c in cases] == [-0.1, 0.0]
+    assert clip_count(cases, a, b)["clips"] == 2

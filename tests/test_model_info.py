@@ -29,8 +29,8 @@ def test_mini_commands_take_mini_sized_defaults_and_say_where_they_came_from():
     tune = prepare_tune(TuneConfig(video="clip.gif", prompt="p", model="mini"), {"seed": "flag"})
     c = tune.config
     assert (c.size, c.frames, c.steps, c.learning_rate) == (64, 8, 60, 1e-4)
-    # guidance 1 on the mini: benchmarks/results/motion-diagnosis
-    assert (c.inference_steps, c.guidance_scale, c.smooth_weight) == (20, 1.0, 2.0)
+    # guidance 2 on the mini: benchmarks/results/motion-diagnosis
+    assert (c.inference_steps, c.guidance_scale, c.smooth_weight) == (20, 2.0, 2.0)
     assert tune.sources["size"] == "model (native size 64 px)"
     assert tune.sources["steps"] == f"model ({MINI_MODEL_DIR / DEFAULTS_FILE})"
     assert tune.sources["seed"] == "flag"

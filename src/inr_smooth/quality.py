@@ -61,7 +61,7 @@ class QualitySettings:
     tune_steps: int = 60
     tune_learning_rate: float = 1e-4
     inference_steps: int = 20
-    tune_guidance_scale: float = 1.0  # the mini's: see benchmarks/results/motion-diagnosis
+    tune_guidance_scale: float = 2.0  # the mini's: see benchmarks/results/motion-diagnosis
     edit_guidance_scale: float = 7.5
     inversion_weight: float = 1.0  # gamma of edit:inr
     smooth_weight: float | None = None  # lambda of tune:inr / smoothvideo; None: the default

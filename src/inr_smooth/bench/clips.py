@@ -29,7 +29,7 @@ import numpy as np
 
 from ..scores import COMPARISONS
 
-__all__ = ["clip_count", "clip_table"]
+__all__ = ["clip_count", "clip_table", "comparisons"]
 
 
 def chi2_lower5(k: int) -> float:
@@ -60,6 +60,25 @@ def clip_count(cases: Sequence[dict], a: str, b: str, metric: str = "color_flick
     }  # fmt: skip
 
 
+def comparisons(results: dict) -> list[tuple[list[dict], str, str]]:
+    """``(cases, a, b)`` for every comparison in a ``results.json``: of ``bench quality``, the
+    :data:`~inr_smooth.scores.COMPARISONS` its methods allow; of ``bench quality-sweep``, each
+    method at each value against the same method at the first value (``"m @ v"``)."""
+    if results.get("report") != "inr-smooth bench quality-sweep":
+        cases = results["cases"]
+        return [(cases, a, b) for a, b in COMPARISONS if all(a in c and b in c for c in cases)]
+    values, per_value = results["values"], results["cases"]
+    out = []
+    for method in (m for m in per_value[0][0] if m != "source"):
+        b = f"{method} @ {values[0]:g}"
+        for value, cases in zip(values[1:], per_value[1:], strict=True):
+            a = f"{method} @ {value:g}"
+            paired = [{a: now[method], b: then[method]}
+                      for now, then in zip(cases, per_value[0], strict=True)]  # fmt: skip
+            out.append((paired, a, b))
+    return out
+
+
 def clip_table(rows: Sequence[dict]) -> str:
     head = ("| results | comparison | clips | baseline mean | mean diff. | s.d. of diff. | "
             "corr. | N (2 s.e.) | N (2 s.e., s.d. upper 95 %) | N (80 % power) |")  # fmt: skip
@@ -76,18 +95,17 @@ def clip_table(rows: Sequence[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", type=Path, help="bench quality results.json")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="results.json of bench quality or quality-sweep")
     parser.add_argument("--metric", default="color_flicker")
     parser.add_argument("--relative", type=float, default=0.1)
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
     for path in args.results:
-        cases = json.loads(path.read_text())["cases"]
-        for a, b in COMPARISONS:
-            if all(a in c and b in c for c in cases):
-                row = clip_count(cases, a, b, args.metric, args.relative)
-                rows.append({"source": str(path.parent), **row})
+        for cases, a, b in comparisons(json.loads(path.read_text())):
+            row = clip_count(cases, a, b, args.metric, args.relative)
+            rows.append({"source": str(path.parent), **row})
     print(clip_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

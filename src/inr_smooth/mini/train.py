@@ -58,7 +58,7 @@ __all__ = ["MINI_TEXT", "MINI_UNET", "MINI_VAE", "MiniTrainConfig", "main", "tra
 MINI_RECOMMENDED = {
     "description": "inr-smooth-mini: settings for a CPU run in about a minute",
     "tune": {"frames": 8, "stride": 1, "steps": 60, "learning_rate": 1e-4,
-             "inference_steps": 20, "guidance_scale": 1.0},
+             "inference_steps": 20, "guidance_scale": 2.0},
     "edit": {"frames": 8, "inference_steps": 20, "guidance_scale": 7.5},
 }  # fmt: skip
 MINI_VAE = {  # three levels: 64 px frames -> 16 x 16 x 4 latents (vae_scale_factor 4)
