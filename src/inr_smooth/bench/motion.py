@@ -133,7 +133,7 @@ def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-DIAGNOSED_GUIDANCE = 7.5  # the tuned models' guidance when the path broke (mini's is now 1)
+DIAGNOSED_GUIDANCE = 7.5  # the tuned models' guidance when the path broke (mini's is now 2)
 GUIDANCE = (1.0, 1.5, 2.0, 3.0, 4.0)  # besides 7.5, from the same tuned weights
 
 
