@@ -38,6 +38,7 @@ __all__ = [
     "Scene",
     "background_tones",
     "find_object",
+    "largest_region",
     "object_score",
     "random_scene",
     "render",
@@ -214,21 +215,25 @@ def foreground_threshold(scene: Scene) -> float:
 def find_object(frame: np.ndarray, scene: Scene, min_area: float) -> FoundObject | None:
     """The output object in ``uint8 (s, s, 3)`` ``frame`` (see the comment above
     :data:`MIN_AREA`); ``min_area`` in pixels. None when no region is large enough."""
-    import cv2
-
     pixels = frame.astype(np.float32)
     distance = np.linalg.norm(pixels - render_background(scene, frame.shape[0]), axis=-1)
-    foreground = (distance > foreground_threshold(scene)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
-    if count < 2:
-        return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = int(stats[largest, cv2.CC_STAT_AREA])
+    mask = largest_region(distance > foreground_threshold(scene))
+    area = 0 if mask is None else int(mask.sum())
     if area < max(min_area, 1):
         return None
-    mask = labels == largest
     side = math.sqrt(area) / frame.shape[0]
     return FoundObject(mask, _centroid(mask), side, pixels[mask].mean(0))
+
+
+def largest_region(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 8-connected region of the boolean ``mask``; None when it is empty."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
+                                                               connectivity=8)  # fmt: skip
+    if count < 2:
+        return None
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 def _path(states: list[tuple[float, float, float] | None]) -> float:

@@ -32,6 +32,7 @@ from .synthetic import (
     SHAPES,
     ObjectScore,
     _centroid,
+    largest_region,
     object_score,
     shape_mask,
 )
@@ -359,34 +360,22 @@ def _found(frame: np.ndarray, rest: np.ndarray, scene: RichScene, min_area: floa
     subject) by more than :func:`_threshold` and whose pixels are nearest an object tone
     (:func:`_object_like`; so a misplaced other object or background is not the subject):
     (mask, centroid, side, mean colour) or None."""
-    import cv2
-
     pixels = frame.astype(np.float32)
     palette, is_object = _object_like(scene)
     nearest = np.argmin(((pixels[..., None, :] - palette) ** 2).sum(-1), axis=-1)
     differs = np.linalg.norm(pixels - rest, axis=-1) > _threshold(scene)
-    foreground = (differs & is_object[nearest]).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
-    if count < 2:
-        return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = int(stats[largest, cv2.CC_STAT_AREA])
+    mask = largest_region(differs & is_object[nearest])
+    area = 0 if mask is None else int(mask.sum())
     if area < max(min_area, 1):
         return None
-    mask = labels == largest
     return mask, _centroid(mask), math.sqrt(area) / frame.shape[0], pixels[mask].mean(0)
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected piece of ``mask`` (an occluder can cut a tip off the subject;
     the truth is read as the output is, so a perfect rendering scores exactly)."""
-    import cv2
-
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
-                                                               connectivity=8)  # fmt: skip
-    if count < 3:
-        return mask
-    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    largest = largest_region(mask)
+    return mask if largest is None else largest
 
 
 def _threshold(scene: RichScene) -> float:
