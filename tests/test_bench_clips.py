@@ -58,3 +58,11 @@ def test_a_sweep_compares_each_value_with_the_first_on_the_same_clips():
     cases, a, b = rows[1]
     assert [c[a]["color_flicker"] - c[b]["color_flicker"] for c in cases] == [-0.1, 0.0]
     assert clip_count(cases, a, b)["clips"] == 2
+
+
+def test_a_missing_or_corrupt_results_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{")
+    for path in (tmp_path / "missing.json", tmp_path / "bad.json"):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(path)])
+        assert exit_.value.code == 2 and f"cannot read {path}" in capsys.readouterr().err

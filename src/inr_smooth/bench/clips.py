@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     for path in args.results:
-        for cases, a, b in comparisons(json.loads(path.read_text())):
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read {path}: {exc}")
+        for cases, a, b in comparisons(results):
             row = clip_count(cases, a, b, args.metric, args.relative)
             rows.append({"source": str(path.parent), **row})
     print(clip_table(rows))

@@ -263,31 +263,40 @@ def _run_sweep(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / name}.json, .md, .png")
 
 
-def _run_quality(args: argparse.Namespace) -> None:
-    from ..demo import REPORT_FILES, check_report_folder
-    from ..quality import METHODS, RUNNERS
-
-    methods = tuple(args.methods or METHODS)
-    if any(m not in RUNNERS for m in methods):
-        raise CLIError(f"unknown --methods {methods}; expected some of {list(RUNNERS)}")
+def _check_quality_args(args: argparse.Namespace, methods: tuple, runners) -> None:
+    """The checks ``bench quality`` and ``quality-sweep`` share, before any model loads."""
+    if any(m not in runners for m in methods):
+        raise CLIError(f"unknown --methods {methods}; expected some of {list(runners)}")
     if args.clips < 2:
         raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
     _at_least(jobs=(args.jobs, 1), frames=(args.frames, 3), tune_steps=(args.tune_steps, 1),
               inference_steps=(args.inference_steps, 1))  # fmt: skip
     _check_sizes(args.size)
+
+
+def _quality_settings(args: argparse.Namespace):
+    """The demo's :class:`~inr_smooth.quality.QualitySettings` with the flags given."""
+    from ..quality import QualitySettings, with_overrides
+
+    base = QualitySettings(model=args.model, frames=args.frames, size=args.size, seed=args.seed,
+                           device=args.device)  # fmt: skip
+    return with_overrides(base, tune_steps=args.tune_steps, inference_steps=args.inference_steps)
+
+
+def _run_quality(args: argparse.Namespace) -> None:
+    from ..demo import REPORT_FILES, check_report_folder
+    from ..quality import METHODS, RUNNERS
+
+    methods = tuple(args.methods or METHODS)
+    _check_quality_args(args, methods, RUNNERS)
     folder = args.out / args.name
     _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
                   "quality report folder")  # fmt: skip
     from ..demo import write_report, writing_folder
-    from ..quality import QualitySettings, random_cases, run_cases, scene_record, with_overrides
+    from ..quality import random_cases, run_cases, scene_record
     from . import user_errors
 
-    base = QualitySettings(
-        model=args.model, frames=args.frames, size=args.size, seed=args.seed, device=args.device
-    )
-    settings = with_overrides(
-        base, tune_steps=args.tune_steps, inference_steps=args.inference_steps
-    )
+    settings = _quality_settings(args)
     pairs = random_cases(args.clips, args.seed, args.world)
     try:
         results = run_cases(pairs, settings, jobs=args.jobs, methods=methods)
@@ -315,13 +324,7 @@ def _run_quality_sweep(args: argparse.Namespace) -> None:
     from ..demo import check_report_folder
     from ..quality import RUNNERS
 
-    if any(m not in RUNNERS for m in args.methods):
-        raise CLIError(f"unknown --methods {args.methods}; expected some of {list(RUNNERS)}")
-    if args.clips < 2:
-        raise CLIError(f"--clips must be at least 2 (for standard errors), got {args.clips}")
-    _at_least(jobs=(args.jobs, 1), frames=(args.frames, 3), tune_steps=(args.tune_steps, 1),
-              inference_steps=(args.inference_steps, 1))  # fmt: skip
-    _check_sizes(args.size)
+    _check_quality_args(args, tuple(args.methods), RUNNERS)
     try:
         check_param(args.param, args.values)
     except ValueError as exc:
@@ -333,13 +336,10 @@ def _run_quality_sweep(args: argparse.Namespace) -> None:
     from ..bench.quality_sweep import plot_sweep, run_sweep, sweep_table
     from ..demo import writing_folder
     from ..outputs import write_json_atomic, write_text_atomic
-    from ..quality import QualitySettings, random_cases, scene_record, with_overrides
+    from ..quality import random_cases, scene_record
     from . import user_errors
 
-    base = QualitySettings(model=args.model, frames=args.frames, size=args.size, seed=args.seed,
-                           device=args.device)  # fmt: skip
-    settings = with_overrides(base, tune_steps=args.tune_steps,
-                              inference_steps=args.inference_steps)  # fmt: skip
+    settings = _quality_settings(args)
     pairs = random_cases(args.clips, args.seed, args.world)
     title = (f"{args.param} sweep: {args.clips} seeded clips ({args.world} world, seed "
              f"{args.seed}), model {settings.model}, {settings.frames} frames at {settings.size}"
