@@ -21,6 +21,8 @@ error, and the object's motion (motion ratio, trajectory error) beside them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .results_log import ResultsLog
 from .scores import METRICS, markdown_table, paired_differences, score_video, summarize
 from .synthetic import COLORS, SHAPES, Scene, random_scene, render
 
@@ -274,6 +277,15 @@ def _score_case(job: tuple) -> dict[str, dict]:
         return _scores_only(run_case(scene, target, settings, methods=methods))
 
 
+def case_key(scene, target, settings: QualitySettings, methods: Sequence[str]) -> str:
+    """What a case's scores depend on, hashed: a resumed run reuses a stored case only for
+    the same scenes, settings and methods (the scores are repeatable: one torch thread)."""
+    blob = json.dumps({"scene": scene_record(scene), "target": scene_record(target),
+                       "settings": settings.__dict__, "methods": list(methods)},
+                      sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 def run_cases(
     pairs: Sequence[tuple[Scene, Scene]],
     settings: QualitySettings,
@@ -281,37 +293,59 @@ def run_cases(
     jobs: int = 1,
     progress: bool = True,
     methods: Sequence[str] = METHODS,
+    log: ResultsLog | None = None,
 ) -> list[dict[str, dict]]:
     """Scores (no videos) of every method on each (source, edit) pair, in order.
 
     Every case runs on one CPU thread: ``jobs > 1`` runs that many at once in worker
     processes, ``jobs=1`` one after the other in this one. The scores do not depend on
-    ``jobs`` (see :func:`one_torch_thread`).
+    ``jobs`` (see :func:`one_torch_thread`). With a ``log``, each case is appended to it the
+    moment it is scored and the cases found there (by :func:`case_key`) are not run again.
     """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pairs), desc="quality bench", unit="clip", disable=not progress)
-    try:
-        if jobs <= 1:
-            results = []
-            with one_torch_thread():
-                for scene, target in pairs:
-                    results.append(
-                        _scores_only(run_case(scene, target, settings, methods=methods))
-                    )
-                    bar.update(1)
-            return results
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    keys = [case_key(s, t, settings, methods) for s, t in pairs]
+    stored = log.read() if log is not None else {}
+    done = {i: stored[k]["case"] for i, k in enumerate(keys) if k in stored}
+    todo = [i for i in range(len(pairs)) if i not in done]
+    bar = tqdm(total=len(pairs), initial=len(done), desc="quality bench", unit="clip",
+               disable=not progress)  # fmt: skip
 
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(_score_case, (s, t, settings, methods)) for s, t in pairs]
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update(1))
-            return [future.result() for future in futures]
+    def finish(i: int, case: dict[str, dict]) -> None:
+        if log is not None:
+            log.append({"key": keys[i], "case": case})
+        done[i] = case
+        bar.update(1)
+
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            with one_torch_thread():
+                for i in todo:
+                    scene, target = pairs[i]
+                    finish(i, _scores_only(run_case(scene, target, settings, methods=methods)))
+        else:
+            _in_workers(jobs, {i: (*pairs[i], settings, methods) for i in todo}, finish)
     finally:
         bar.close()
+    return [done[i] for i in range(len(pairs))]
+
+
+def _in_workers(jobs: int, work: dict[int, tuple], finish: Callable) -> None:
+    """:func:`_score_case` on each job in ``jobs`` worker processes, ``finish(i, case)`` in
+    this one as each ends; an error or Ctrl-C cancels the jobs not started."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    pool = ProcessPoolExecutor(min(jobs, len(work)), mp_context=context)
+    try:
+        futures = {pool.submit(_score_case, job): i for i, job in work.items()}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def random_cases(n: int, seed: int, world: str = "simple") -> list[tuple[Scene, Scene]]:

@@ -61,14 +61,15 @@ def check_param(param: str, values: Sequence[float]) -> list:
 
 
 def run_sweep(pairs, settings, methods: Sequence[str], param: str, values: Sequence[float],
-              *, jobs: int = 1, progress: bool = True) -> list[dict]:  # fmt: skip
-    """Per value: ``{"value", "settings", "cases", "summary"}`` (cases without videos)."""
+              *, jobs: int = 1, progress: bool = True, log=None) -> list[dict]:  # fmt: skip
+    """Per value: ``{"value", "settings", "cases", "summary"}`` (cases without videos);
+    ``log``: :func:`~inr_smooth.quality.run_cases`'s, one for all the values."""
     from ..quality import run_cases
 
     out = []
     for value in check_param(param, values):
         at = replace(settings, **{param: value})
-        cases = run_cases(pairs, at, jobs=jobs, progress=progress, methods=methods)
+        cases = run_cases(pairs, at, jobs=jobs, progress=progress, methods=methods, log=log)
         out.append({"value": value, "settings": at.__dict__, "cases": cases,
                     "summary": summarize(cases)})  # fmt: skip
     return out

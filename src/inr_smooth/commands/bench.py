@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from . import CLIError
 
 DEFAULT_OUT = Path("outputs/bench")  # never the committed benchmarks/results/ by default
+SWEEP_FILES = ("table.md", "sweep.png", "results.json")  # what quality-sweep writes
 
 DESCRIPTION = """\
 Speed and memory benchmarks. Each reports ratios to the unsmoothed baseline measured in the
@@ -28,6 +33,8 @@ or a local model folder.
 
 Results go to outputs/bench/ unless --out / --json say otherwise; the committed tables in
 benchmarks/results/ are regenerated only by passing --out benchmarks/results explicitly.
+quality and quality-sweep append each finished clip to OUT/NAME.cases.jsonl: after a Ctrl-C
+or a crash, the same command continues from it (removed once the report is written).
 """
 
 
@@ -283,6 +290,31 @@ def _quality_settings(args: argparse.Namespace):
     return with_overrides(base, tune_steps=args.tune_steps, inference_steps=args.inference_steps)
 
 
+@contextmanager
+def _case_log(folder: Path, keys: set[str]) -> Iterator:
+    """The finished cases of the run that writes ``folder``: ``FOLDER.cases.jsonl`` beside it,
+    one line per case as it is scored. A rerun of the same command continues from it (only
+    cases of the same clips, settings and methods count); it is removed once the report is
+    written."""
+    from ..results_log import ResultsLog
+
+    log = ResultsLog(folder.with_name(folder.name + ".cases.jsonl"))
+    log.keep_only(keys)
+    found = len(log.read())
+    if found:
+        print(f"resuming: {found} of {len(keys)} cases already scored in {log.path}",
+              file=sys.stderr)  # fmt: skip
+    try:
+        yield log
+    except BaseException:
+        kept = len(log.read())
+        if kept:
+            print(f"{kept} of {len(keys)} cases kept in {log.path}: the same command "
+                  "continues from them", file=sys.stderr)  # fmt: skip
+        raise
+    log.path.unlink(missing_ok=True)
+
+
 def _run_quality(args: argparse.Namespace) -> None:
     from ..demo import REPORT_FILES, check_report_folder
     from ..quality import METHODS, RUNNERS
@@ -292,16 +324,25 @@ def _run_quality(args: argparse.Namespace) -> None:
     folder = args.out / args.name
     _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
                   "quality report folder")  # fmt: skip
-    from ..demo import write_report, writing_folder
-    from ..quality import random_cases, run_cases, scene_record
+    from ..quality import case_key, random_cases, run_cases
     from . import user_errors
 
     settings = _quality_settings(args)
     pairs = random_cases(args.clips, args.seed, args.world)
+    keys = {case_key(s, t, settings, methods) for s, t in pairs}
     try:
-        results = run_cases(pairs, settings, jobs=args.jobs, methods=methods)
+        with _case_log(folder, keys) as log:
+            results = run_cases(pairs, settings, jobs=args.jobs, methods=methods, log=log)
+            _write_quality(folder, results, settings, args, pairs)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
+    print(f"wrote {folder}/{', '.join(REPORT_FILES)}")
+
+
+def _write_quality(folder: Path, results, settings, args: argparse.Namespace, pairs) -> None:
+    from ..demo import write_report, writing_folder
+    from ..quality import scene_record
+
     title = (
         f"Quality benchmark: {args.clips} seeded synthetic clips ({args.world} world, seed "
         f"{args.seed}), model "
@@ -310,13 +351,8 @@ def _run_quality(args: argparse.Namespace) -> None:
     )
     extra = {"cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
              "world": args.world, "report": "inr-smooth bench quality"}  # fmt: skip
-    try:
-        with writing_folder(folder) as tmp:
-            text = write_report(tmp, results, settings, title, extra)
-    except user_errors() as exc:
-        raise CLIError(str(exc)) from None
-    print(text)
-    print(f"wrote {folder}/{', '.join(REPORT_FILES)}")
+    with writing_folder(folder) as tmp:
+        print(write_report(tmp, results, settings, title, extra))
 
 
 def _run_quality_sweep(args: argparse.Namespace) -> None:
@@ -329,47 +365,57 @@ def _run_quality_sweep(args: argparse.Namespace) -> None:
         check_param(args.param, args.values)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    files = ("table.md", "sweep.png", "results.json")
     folder = args.out / (args.name or f"sweep-{args.param}")
-    _check_output(lambda p, what: check_report_folder(p, files, what), folder,
+    _check_output(lambda p, what: check_report_folder(p, SWEEP_FILES, what), folder,
                   "sweep report folder")  # fmt: skip
-    from ..bench.quality_sweep import plot_sweep, run_sweep, sweep_table
-    from ..demo import writing_folder
-    from ..outputs import write_json_atomic, write_text_atomic
-    from ..quality import random_cases, scene_record
+    from ..bench.quality_sweep import run_sweep, sweep_table
+    from ..quality import case_key, random_cases
     from . import user_errors
 
     settings = _quality_settings(args)
     pairs = random_cases(args.clips, args.seed, args.world)
+    methods = tuple(args.methods)
+    keys = {case_key(s, t, replace(settings, **{args.param: v}), methods)
+            for v in check_param(args.param, args.values) for s, t in pairs}  # fmt: skip
     title = (f"{args.param} sweep: {args.clips} seeded clips ({args.world} world, seed "
              f"{args.seed}), model {settings.model}, {settings.frames} frames at {settings.size}"
              " px; mean ± standard error over clips")  # fmt: skip
     try:
-        points = run_sweep(pairs, settings, tuple(args.methods), args.param, args.values,
-                           jobs=args.jobs)  # fmt: skip
-        text = sweep_table(points, args.param, title)
-        with writing_folder(folder) as tmp:
-            write_text_atomic(tmp / "table.md", text)
-            plot_sweep(points, args.param, tmp / "sweep.png", title)
-            write_json_atomic(tmp / "results.json", {
-                "settings": settings.__dict__, "param": args.param,
-                "values": [p["value"] for p in points],
-                # per value, per clip: scores as bench quality stores them, and seconds
-                "cases": [[{m: r["scores"] for m, r in c.items()} for c in p["cases"]]
-                          for p in points],
-                "seconds": [[{m: r.get("seconds") for m, r in c.items()} for c in p["cases"]]
-                            for p in points],
-                "losses": [[{m: r["losses"] for m, r in c.items() if "losses" in r}
-                            for c in p["cases"]] for p in points],
-                "points": [{k: v for k, v in p.items() if k != "cases"} for p in points],
-                "world": args.world, "methods": list(args.methods),
-                "cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
-                "report": "inr-smooth bench quality-sweep",
-            })  # fmt: skip
+        with _case_log(folder, keys) as log:
+            points = run_sweep(pairs, settings, methods, args.param, args.values,
+                               jobs=args.jobs, log=log)  # fmt: skip
+            text = sweep_table(points, args.param, title)
+            _write_sweep(folder, title, text, points, settings, args, pairs)
     except user_errors() as exc:
         raise CLIError(str(exc)) from None
     print(text)
-    print(f"wrote {folder}/{', '.join(files)}")
+    print(f"wrote {folder}/{', '.join(SWEEP_FILES)}")
+
+
+def _write_sweep(folder: Path, title: str, text: str, points, settings, args, pairs) -> None:
+    from ..bench.quality_sweep import plot_sweep
+    from ..demo import writing_folder
+    from ..outputs import write_json_atomic, write_text_atomic
+    from ..quality import scene_record
+
+    with writing_folder(folder) as tmp:
+        write_text_atomic(tmp / "table.md", text)
+        plot_sweep(points, args.param, tmp / "sweep.png", title)
+        write_json_atomic(tmp / "results.json", {
+            "settings": settings.__dict__, "param": args.param,
+            "values": [p["value"] for p in points],
+            # per value, per clip: scores as bench quality stores them, and seconds
+            "cases": [[{m: r["scores"] for m, r in c.items()} for c in p["cases"]]
+                      for p in points],
+            "seconds": [[{m: r.get("seconds") for m, r in c.items()} for c in p["cases"]]
+                        for p in points],
+            "losses": [[{m: r["losses"] for m, r in c.items() if "losses" in r}
+                        for c in p["cases"]] for p in points],
+            "points": [{k: v for k, v in p.items() if k != "cases"} for p in points],
+            "world": args.world, "methods": list(args.methods),
+            "cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
+            "report": "inr-smooth bench quality-sweep",
+        })  # fmt: skip
 
 
 def _run_edit(args: argparse.Namespace) -> None:
