@@ -1,0 +1,49 @@
+"""bench.breakdown: quality scores grouped by the source scene's attributes."""
+
+import json
+import math
+
+import pytest
+
+from inr_smooth.bench.breakdown import breakdown, main
+
+
+def _results():
+    scenes = [{"motion": m, "background": b, "background_color": "red", "shape": "circle",
+               "color": "blue"} for m, b in (("up", "plain"), ("up", "striped"),
+                                              ("left", "plain"), ("left", "plain"))]  # fmt: skip
+    errors = [0.3, 0.2, 0.05, 0.01]
+    cases = [{"tune:none": {"trajectory_error": e}, "tune:inr": {"trajectory_error": e - 0.01 * i}}
+             for i, e in enumerate(errors)]  # fmt: skip
+    return {"cases": cases, "cases_scenes": [[s, s] for s in scenes]}
+
+
+def test_groups_carry_means_and_failure_shares():
+    rows = breakdown(_results(), "tune:none", attributes=("motion", "background"))
+    assert [(r["attribute"], r["value"], r["clips"]) for r in rows] == [
+        ("all", "", 4), ("motion", "up", 2), ("motion", "left", 2),
+        ("background", "striped", 1), ("background", "plain", 3)]  # fmt: skip
+    up = rows[1]
+    assert up["mean"] == pytest.approx(0.25) and up["above"] == 1 and up["above_se"] == 0
+    assert up["se"] == pytest.approx(math.sqrt(0.005) / math.sqrt(2))
+    assert rows[0]["above"] == 0.5 and rows[0]["above_se"] == pytest.approx(0.25)
+    # the paired difference: tune:inr - tune:none = -0.01 i on clip i
+    diff = breakdown(_results(), "tune:inr", minus="tune:none", above=-0.015,
+                     attributes=("motion",))  # fmt: skip
+    assert diff[0]["mean"] == pytest.approx(-0.015)
+    assert [r["mean"] for r in diff[1:]] == pytest.approx([-0.005, -0.025])
+
+
+def test_the_command_writes_json_and_refuses_a_foreign_file(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    main([str(path), "--json", str(tmp_path / "rows.json")])
+    assert "| motion | up | 2 | 0.2500 ± 0.0500 | 1.00 ± 0.00 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rows.json").read_text())["rows"][0]["clips"] == 4
+    with pytest.raises(SystemExit) as stop:
+        main([str(path), "--method", "edit:inr"])
+    assert stop.value.code == 2 and "no method 'edit:inr'" in capsys.readouterr().err
+    path.write_text("{}")
+    with pytest.raises(SystemExit):
+        main([str(path)])
+    assert "KeyError" in capsys.readouterr().err
