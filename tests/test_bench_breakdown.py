@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from inr_smooth.bench.breakdown import breakdown, main
+from inr_smooth.bench.breakdown import breakdown, main, paired_events
 
 
 def _results():
@@ -47,3 +47,20 @@ def test_the_command_writes_json_and_refuses_a_foreign_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(path)])
     assert "KeyError" in capsys.readouterr().err
+
+
+def test_paired_events_count_failures_and_sign_test_the_discordant_clips(capsys, tmp_path):
+    # 10 clips: both fail on 1, only the method on 0, only the baseline on 6, neither on 3
+    method = [0.5] + [1.0] * 9
+    baseline = [0.5] * 7 + [1.0] * 3
+    results = {"cases": [{"a": {"color_accuracy": m}, "b": {"color_accuracy": b}}
+                         for m, b in zip(method, baseline, strict=True)]}  # fmt: skip
+    events = paired_events(results, "a", "b")
+    assert (events["both"], events["only_method"], events["only_baseline"], events["neither"]) \
+        == (1, 0, 6, 3)  # fmt: skip
+    assert events["p_sign"] == pytest.approx(2 / 2**6)  # 0 of 6 discordant: 2 * 0.5^6
+    assert paired_events(results, "a", "a")["p_sign"] == 1
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    main([str(path), "--method", "a", "--minus", "b", "--events"])
+    assert "only b 6, neither 3; sign test p = 0.0312" in capsys.readouterr().out

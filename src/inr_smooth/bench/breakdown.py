@@ -6,7 +6,10 @@ background colour, shape, colour) and prints, per value: the number of clips, th
 ± standard error, and the share of clips above ``--above`` (a failure: by default a trajectory
 error above 0.1 of the frame) with its binomial standard error. With ``--minus BASELINE`` the
 metric is the per-clip difference ``method - baseline`` (what a method changes, per kind of
-scene).
+scene). ``--events`` counts, instead, the clips where each of the two methods fails (the metric
+below ``--below``: by default a frame whose colour is lost, colour accuracy below 1) and the
+two-sided sign test of the discordant clips -- the fair test when a mean is made of a few such
+failures, as the tuned models' colour flicker is.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ATTRIBUTES", "breakdown", "breakdown_table"]
+__all__ = ["ATTRIBUTES", "breakdown", "breakdown_table", "paired_events"]
 
 ATTRIBUTES = ("motion", "background", "background_color", "shape", "color")
 
 
-def _values(results: dict, method: str, metric: str, minus: str | None) -> list[float]:
+def _cases_with(results: dict, *methods: str | None) -> list[dict]:
     cases = results["cases"]
-    for name in filter(None, (method, minus)):
+    for name in filter(None, methods):
         if name not in cases[0]:
             raise ValueError(f"no method {name!r} in the results (have {list(cases[0])})")
+    return cases
+
+
+def _values(results: dict, method: str, metric: str, minus: str | None) -> list[float]:
+    cases = _cases_with(results, method, minus)
     value = [c[method][metric] for c in cases]
     if minus:
         value = [v - c[minus][metric] for v, c in zip(value, cases, strict=True)]
@@ -59,6 +67,22 @@ def breakdown(results: dict, method: str, metric: str = "trajectory_error", *,
     return rows
 
 
+def paired_events(results: dict, method: str, baseline: str, metric: str = "color_accuracy",
+                  below: float = 1.0) -> dict:  # fmt: skip
+    """Clips where ``method`` / ``baseline`` fail (``metric < below``): ``{"both", "only_method",
+    "only_baseline", "neither", "p_sign"}``; ``p_sign`` is the exact two-sided sign test of the
+    discordant clips (1 when there are none)."""
+    fails = [(c[method][metric] < below, c[baseline][metric] < below)
+             for c in _cases_with(results, method, baseline)]  # fmt: skip
+    only_m = sum(m and not b for m, b in fails)
+    only_b = sum(b and not m for m, b in fails)
+    n, k = only_m + only_b, min(only_m, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
+    return {"clips": len(fails), "both": sum(m and b for m, b in fails), "only_method": only_m,
+            "only_baseline": only_b, "neither": sum(not (m or b) for m, b in fails),
+            "p_sign": min(1.0, 2 * tail)}  # fmt: skip
+
+
 def breakdown_table(rows: Sequence[dict], label: str, above: float) -> str:
     lines = [f"| attribute | value | clips | {label} (mean ± s.e.) | share > {above:g} |",
              "|---|---|---:|---:|---:|"]  # fmt: skip
@@ -73,24 +97,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", type=Path, help="a bench quality results.json")
     parser.add_argument("--method", default="tune:none")
     parser.add_argument("--minus", help="a baseline method: break down the paired difference")
-    parser.add_argument("--metric", default="trajectory_error")
+    parser.add_argument("--metric",
+                        help="default: trajectory_error; with --events, color_accuracy")
     parser.add_argument("--above", type=float, default=0.1, help="a failure: the metric above")
+    parser.add_argument("--events", action="store_true",
+                        help="count failures of --method and --minus (metric below --below)")
+    parser.add_argument("--below", type=float, default=1.0, help="--events: a failure")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
+    if args.events and not args.minus:
+        parser.error("--events compares two methods: give --minus BASELINE")
+    args.metric = args.metric or ("color_accuracy" if args.events else "trajectory_error")
     try:
         results = json.loads(args.results.read_text())
-        rows = breakdown(results, args.method, args.metric, minus=args.minus, above=args.above)
+        if args.events:
+            report = paired_events(results, args.method, args.minus, args.metric, args.below)
+            text = (f"{args.metric} < {args.below:g} on {report['clips']} clips: both "
+                    f"{report['both']}, only {args.method} {report['only_method']}, only "
+                    f"{args.minus} {report['only_baseline']}, neither {report['neither']}; "
+                    f"sign test p = {report['p_sign']:.3g}")
+        else:
+            rows = breakdown(results, args.method, args.metric, minus=args.minus,
+                             above=args.above)  # fmt: skip
+            label = f"{args.metric} of {args.method}" + (f" − {args.minus}" if args.minus else "")
+            text, report = breakdown_table(rows, label, args.above), {"rows": rows}
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a missing or foreign file
         kind = f"{type(exc).__name__}: " if isinstance(exc, KeyError) else ""
         parser.exit(2, f"{parser.prog}: error: {args.results}: {kind}{exc}\n")
-    label = f"{args.metric} of {args.method}" + (f" − {args.minus}" if args.minus else "")
-    print(breakdown_table(rows, label, args.above))
+    print(text)
     if args.json:
         from ..outputs import write_json_atomic
 
-        write_json_atomic(args.json, {"results": str(args.results), "method": args.method,
-                                      "minus": args.minus, "metric": args.metric,
-                                      "above": args.above, "rows": rows})  # fmt: skip
+        unused = ("results", "json", "below" if not args.events else "above")
+        settings = {k: v for k, v in vars(args).items() if k not in unused}
+        write_json_atomic(args.json, {"results": str(args.results), **settings, **report})
 
 
 if __name__ == "__main__":
