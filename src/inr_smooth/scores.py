@@ -83,7 +83,10 @@ def score_video(video: np.ndarray, scene: Scene, flow=None) -> dict[str, float]:
     return {k: float(scores[k]) for k in METRICS}
 
 
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard error) of ``values``; the error is NaN for one value, both for none."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
     values = np.asarray(values, dtype=np.float64)
     se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return float(values.mean()), float(se)
@@ -96,7 +99,7 @@ def _score(case: dict, method: str, metric: str) -> float:
 def summarize(cases: Sequence[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
     """Per method and metric: (mean, standard error of the mean) over cases."""
     return {
-        method: {m: _mean_se([_score(case, method, m) for case in cases]) for m in METRICS}
+        method: {m: mean_se([_score(case, method, m) for case in cases]) for m in METRICS}
         for method in cases[0]
     }
 
@@ -117,7 +120,7 @@ def paired_difference(pairs: Sequence[tuple[dict, dict]]) -> dict[str, tuple[flo
     """Per metric: (mean, standard error) of ``a - b`` over the ``(a, b)`` results (each with
     ``"scores"``) of the same clips."""
     return {
-        m: _mean_se([a["scores"].get(m, math.nan) - b["scores"].get(m, math.nan) for a, b in pairs])
+        m: mean_se([a["scores"].get(m, math.nan) - b["scores"].get(m, math.nan) for a, b in pairs])
         for m in METRICS
     }
 

@@ -20,9 +20,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..outputs import write_errors, write_text_atomic
+from ..scores import mean_se
 
 __all__ = ["SUITE_COLUMNS", "TRUTH_COLUMNS", "BatchResults", "report_rows", "write_report"]
 
@@ -81,14 +80,6 @@ def report_rows(jobs, entries: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     return rows, failures
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    array = np.asarray(values, dtype=np.float64)
-    se = array.std(ddof=1) / math.sqrt(len(array)) if len(array) > 1 else float("nan")
-    return float(array.mean()), float(se)
-
-
 def summarize(rows: Sequence[dict]) -> tuple[list[str], dict[str, dict]]:
     """The columns any row has, and per label: n and (mean, standard error) per column."""
     columns = [c for c in (*TRUTH_COLUMNS, *SUITE_COLUMNS)
@@ -97,7 +88,7 @@ def summarize(rows: Sequence[dict]) -> tuple[list[str], dict[str, dict]]:
     for label in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == label]
         summary[label] = {"n": len(mine), **{
-            c: _mean_se([r[c] for r in mine if r.get(c) is not None]) for c in columns
+            c: mean_se([r[c] for r in mine if r.get(c) is not None]) for c in columns
         }}  # fmt: skip
     return columns, summary
 

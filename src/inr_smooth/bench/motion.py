@@ -227,7 +227,7 @@ def guidance_over_clips(out: Path, clips: int, seed: int = 0,
     import torch
 
     from ..quality import QualitySettings, random_cases
-    from ..scores import _mean_se
+    from ..scores import mean_se
     from ..video_io import write_video
 
     torch.set_num_threads(1)
@@ -245,7 +245,7 @@ def guidance_over_clips(out: Path, clips: int, seed: int = 0,
             print(i, target.caption, {k: (v["trajectory_error"], v["motion_ratio"])
                                       for k, v in per_clip[-1].items()}, flush=True)  # fmt: skip
     summary = {
-        g: {m: _mean_se([c[g][m] for c in per_clip])
+        g: {m: mean_se([c[g][m] for c in per_clip])
             for m in ("color_accuracy", "shape_iou", "trajectory_error", "motion_ratio",
                       "color_flicker")}
         for g in per_clip[0]
