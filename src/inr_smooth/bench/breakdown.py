@@ -20,6 +20,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..scores import mean_se
+
 __all__ = ["ATTRIBUTES", "breakdown", "breakdown_table", "paired_events"]
 
 ATTRIBUTES = ("motion", "background", "background_color", "shape", "color")
@@ -27,6 +29,8 @@ ATTRIBUTES = ("motion", "background", "background_color", "shape", "color")
 
 def _cases_with(results: dict, *methods: str | None) -> list[dict]:
     cases = results["cases"]
+    if not cases or not isinstance(cases[0], dict):  # a quality-sweep's cases: one list per value
+        raise ValueError("not a bench quality results file (a sweep's? it has cases per value)")
     for name in filter(None, methods):
         if name not in cases[0]:
             raise ValueError(f"no method {name!r} in the results (have {list(cases[0])})")
@@ -43,10 +47,9 @@ def _values(results: dict, method: str, metric: str, minus: str | None) -> list[
 
 def _row(values: Sequence[float], above: float) -> dict:
     n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    mean, se = mean_se(values)  # se: NaN for a single clip
     share = sum(v > above for v in values) / n
-    return {"clips": n, "mean": mean, "se": sd / math.sqrt(n), "above": share,
+    return {"clips": n, "mean": mean, "se": se, "above": share,
             "above_se": math.sqrt(share * (1 - share) / n)}  # fmt: skip
 
 
@@ -93,16 +96,20 @@ def breakdown_table(rows: Sequence[dict], label: str, above: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="a bench quality results.json")
-    parser.add_argument("--method", default="tune:none")
+    parser.add_argument("--method", default="tune:none",
+                        help="the method scored (default: %(default)s)")  # fmt: skip
     parser.add_argument("--minus", help="a baseline method: break down the paired difference")
     parser.add_argument("--metric",
                         help="default: trajectory_error; with --events, color_accuracy")
-    parser.add_argument("--above", type=float, default=0.1, help="a failure: the metric above")
+    parser.add_argument("--above", type=float, default=0.1,
+                        help="a failure: the metric above this (default: %(default)s)")
     parser.add_argument("--events", action="store_true",
                         help="count failures of --method and --minus (metric below --below)")
-    parser.add_argument("--below", type=float, default=1.0, help="--events: a failure")
+    parser.add_argument("--below", type=float, default=1.0,
+                        help="--events: a failure is the metric below this (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     if args.events and not args.minus:
