@@ -21,3 +21,18 @@ def test_schedule_names_say_what_differs_from_the_demo():
     assert Schedule(60, 1e-4).name == "tune:60x0.0001"
     assert Schedule(500, 3e-5, attention="full").name == "tune:500x3e-05:full"
     assert Schedule(60, 1e-4, group_norm="per_frame").name == "tune:60x0.0001:gn-per_frame"
+
+
+def test_a_bench_quality_clip_gets_its_own_file(tmp_path, one_thread):
+    import json
+
+    from inr_smooth.bench.motion import run
+    from inr_smooth.quality import random_cases
+
+    scene, target = random_cases(4, 0)[3]
+    results = run(tmp_path, ["vae"], case=3, guidance=2.0)
+    saved = json.loads((tmp_path / "motion-case3.json").read_text())
+    assert (saved["scene"], saved["target"]) == (scene.caption, target.caption)
+    assert saved["settings"]["tune_guidance_scale"] == 2.0 and list(saved["rows"]) == ["vae"]
+    assert results["source"] == motion_row(render(scene, 8, 64), scene)
+    assert not (tmp_path / "motion.json").exists()

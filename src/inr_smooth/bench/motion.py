@@ -169,22 +169,26 @@ SCHEDULES = (
 )
 
 
-def run(out: Path, only: list[str] | None, schedules=SCHEDULES) -> dict:
+def run(out: Path, only: list[str] | None, schedules=SCHEDULES, case: int | None = None,
+        guidance: float = DIAGNOSED_GUIDANCE) -> dict:  # fmt: skip
+    """Every stage on the demo's clip (``motion.json``) or on ``bench quality``'s clip
+    ``case`` (seed 0; ``motion-case{case}.json``), tuned models sampled at ``guidance``."""
     import torch
 
     from ..demo import DEMO_SCENE, DEMO_TARGET
     from ..mini import resolve_model
     from ..pipelines.components import load_parts
-    from ..quality import RUNNERS, QualitySettings
+    from ..quality import RUNNERS, QualitySettings, random_cases
     from ..video_io import write_video
 
     torch.set_num_threads(1)
-    settings = QualitySettings(tune_guidance_scale=DIAGNOSED_GUIDANCE)
-    scene, target = DEMO_SCENE, DEMO_TARGET
+    settings = QualitySettings(tune_guidance_scale=guidance)
+    scene, target = (DEMO_SCENE, DEMO_TARGET) if case is None else random_cases(case + 1, 0)[case]
     frames = render(scene, settings.frames, settings.size)
-    path = out / "motion.json"
+    path = out / ("motion.json" if case is None else f"motion-case{case}.json")
     results = json.loads(path.read_text()) if path.is_file() else {}
     results["settings"] = settings.__dict__
+    results["scene"], results["target"] = scene.caption, target.caption
     results["source"] = motion_row(frames, scene)
     rows = results.setdefault("rows", {})
 
@@ -266,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=0,
                         help="instead: tune:none's edit at several guidance scales on this many "
                              "seeded bench-quality clips (guidance-clips.json)")  # fmt: skip
+    parser.add_argument("--case", type=int,
+                        help="the stages on this bench-quality clip (seed 0) instead of the demo's")
+    parser.add_argument("--guidance", type=float, default=DIAGNOSED_GUIDANCE,
+                        help="the tuned models' and the inversion rows' sampling guidance")
     args = parser.parse_args(argv)
     if args.clips:
         summary = guidance_over_clips(args.out, args.clips)["summary"]
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     schedules = SCHEDULES
     if args.schedule:
         schedules = tuple(Schedule(int(s), float(lr)) for s, lr in args.schedule)
-    results = run(args.out, args.only, schedules)
+    results = run(args.out, args.only, schedules, args.case, args.guidance)
     for name, row in results["rows"].items():
         for kind, scores in row.items():
             if isinstance(scores, dict):
