@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from inr_smooth.bench.breakdown import breakdown, main, paired_events
+from inr_smooth.bench.breakdown import attribute_values, breakdown, main, paired_events
 
 
 def _results():
@@ -64,3 +64,28 @@ def test_paired_events_count_failures_and_sign_test_the_discordant_clips(capsys,
     path.write_text(json.dumps(results))
     main([str(path), "--method", "a", "--minus", "b", "--events"])
     assert "only b 6, neither 3; sign test p = 0.0312" in capsys.readouterr().out
+
+
+def test_derived_attributes_split_at_the_median_and_cross():
+    from inr_smooth.synthetic import COLORS
+
+    def pair(color, background, target):
+        return [{"color": color, "background_color": background, "motion": "up"},
+                {"color": target, "background_color": background}]  # fmt: skip
+
+    pairs = [pair("red", "blue", "orange"), pair("red", "blue", "white"),
+             pair("black", "white", "yellow"), pair("yellow", "white", "black")]  # fmt: skip
+    change = [math.dist(COLORS[s["color"]], COLORS[t["color"]]) for s, t in pairs]
+    median = sorted(change)[1] / 2 + sorted(change)[2] / 2
+    labels = attribute_values(pairs, "colour_change")
+    assert labels == [("≤ " if c <= median else "> ") + f"{median:.0f}" for c in change]
+    # 102 (red-orange) and 284 (red-white) at or below the median of 102, 284, 288, 288
+    assert labels == ["≤ 286", "≤ 286", "> 286", "> 286"]
+    # red on blue 256, black on white 381, yellow on white 202: median 256
+    assert attribute_values(pairs, "source_contrast") == ["≤ 256", "≤ 256", "> 256", "≤ 256"]
+    crossed = attribute_values(pairs, "colour_change:motion")
+    assert crossed == [f"{c} / up" for c in labels]
+    results = {"cases": [{"a": {"trajectory_error": e}} for e in (0.0, 0.2, 0.4, 0.4)],
+               "cases_scenes": pairs}  # fmt: skip
+    rows = breakdown(results, "a", attributes=("colour_change",))
+    assert sum(r["clips"] for r in rows[1:]) == 4

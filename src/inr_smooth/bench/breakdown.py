@@ -2,7 +2,10 @@
 
 ``python -m inr_smooth.bench.breakdown RESULTS.json --method tune:none`` groups the clips of a
 ``bench quality`` results file by each attribute of the source scene (motion, background,
-background colour, shape, colour) and prints, per value: the number of clips, the metric's mean
+background colour, shape, colour), by two of the edit (colour change: the RGB distance of the
+source's object colour to the target's; source contrast: of the source's object colour to its
+background; each split at its median over the file's clips) and, with ``--attributes A:B``, by
+pairs of them; and prints, per value: the number of clips, the metric's mean
 ± standard error, and the share of clips above ``--above`` (a failure: by default a trajectory
 error above 0.1 of the frame) with its binomial standard error. With ``--minus BASELINE`` the
 metric is the per-clip difference ``method - baseline`` (what a method changes, per kind of
@@ -22,9 +25,40 @@ from pathlib import Path
 
 from ..scores import mean_se
 
-__all__ = ["ATTRIBUTES", "breakdown", "breakdown_table", "paired_events"]
+__all__ = ["ATTRIBUTES", "DERIVED", "attribute_values", "breakdown", "breakdown_table",
+           "paired_events"]  # fmt: skip
 
-ATTRIBUTES = ("motion", "background", "background_color", "shape", "color")
+
+def _rgb_distance(a: str, b: str) -> float:
+    from ..synthetic import COLORS
+
+    return math.dist(COLORS[a], COLORS[b])
+
+
+# numeric attributes of a (source, target) pair, split at their median over the clips
+DERIVED = {
+    "colour_change": lambda source, target: _rgb_distance(source["color"], target["color"]),
+    "source_contrast": lambda source, _: _rgb_distance(source["color"],
+                                                       source["background_color"]),
+}  # fmt: skip
+ATTRIBUTES = ("motion", "background", "background_color", "shape", "color", *DERIVED)
+
+
+def _median_split(values: Sequence[float]) -> list[str]:
+    ordered = sorted(values)
+    median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    return [f"≤ {median:.0f}" if v <= median else f"> {median:.0f}" for v in values]
+
+
+def attribute_values(pairs: Sequence[Sequence[dict]], attribute: str) -> list[str]:
+    """Each clip's value of ``attribute`` (a scene field, a :data:`DERIVED` name, or several
+    joined by ``:``, crossed) for ``pairs`` of (source, target) scene records."""
+    if ":" in attribute:
+        columns = [attribute_values(pairs, part) for part in attribute.split(":")]
+        return [" / ".join(values) for values in zip(*columns, strict=True)]
+    if attribute in DERIVED:
+        return _median_split([DERIVED[attribute](source, target) for source, target in pairs])
+    return [str(source[attribute]) for source, _ in pairs]
 
 
 def _cases_with(results: dict, *methods: str | None) -> list[dict]:
@@ -59,12 +93,12 @@ def breakdown(results: dict, method: str, metric: str = "trajectory_error", *,
     """One row for all clips, then one per attribute value: ``{"attribute", "value", "clips",
     "mean", "se", "above", "above_se"}`` (rows of a value sorted by failure share)."""
     values = _values(results, method, metric, minus)
-    scenes = [source for source, _ in results["cases_scenes"]]
     rows = [{"attribute": "all", "value": "", **_row(values, above)}]
     for attribute in attributes:
         groups: dict[str, list[float]] = {}
-        for scene, value in zip(scenes, values, strict=True):
-            groups.setdefault(str(scene[attribute]), []).append(value)
+        labels = attribute_values(results["cases_scenes"], attribute)
+        for label, value in zip(labels, values, strict=True):
+            groups.setdefault(label, []).append(value)
         part = [{"attribute": attribute, "value": v, **_row(g, above)} for v, g in groups.items()]
         rows += sorted(part, key=lambda r: -r["above"])
     return rows
@@ -110,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="count failures of --method and --minus (metric below --below)")
     parser.add_argument("--below", type=float, default=1.0,
                         help="--events: a failure is the metric below this (default: %(default)s)")
+    parser.add_argument("--attributes", nargs="+", default=ATTRIBUTES, metavar="NAME",
+                        help="group by these (A:B crosses two; default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     if args.events and not args.minus:
@@ -125,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"sign test p = {report['p_sign']:.3g}")
         else:
             rows = breakdown(results, args.method, args.metric, minus=args.minus,
-                             above=args.above)  # fmt: skip
+                             above=args.above, attributes=args.attributes)  # fmt: skip
             label = f"{args.metric} of {args.method}" + (f" − {args.minus}" if args.minus else "")
             text, report = breakdown_table(rows, label, args.above), {"rows": rows}
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a missing or foreign file
