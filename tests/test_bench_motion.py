@@ -36,3 +36,13 @@ def test_a_bench_quality_clip_gets_its_own_file(tmp_path, one_thread):
     assert saved["settings"]["tune_guidance_scale"] == 2.0 and list(saved["rows"]) == ["vae"]
     assert results["source"] == motion_row(render(scene, 8, 64), scene)
     assert not (tmp_path / "motion.json").exists()
+
+
+def test_bad_case_or_guidance_is_one_line_and_exit_2(capsys):
+    from inr_smooth.bench.motion import main
+
+    bad = ((["--case", "-1"], "a clip index from 0"), (["--guidance", "0.5"], "1 or more"))
+    for argv, said in bad:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and said in capsys.readouterr().err

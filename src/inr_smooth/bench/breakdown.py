@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,8 +46,7 @@ ATTRIBUTES = ("motion", "background", "background_color", "shape", "color", *DER
 
 
 def _median_split(values: Sequence[float]) -> list[str]:
-    ordered = sorted(values)
-    median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    median = statistics.median(values)
     return [f"≤ {median:.0f}" if v <= median else f"> {median:.0f}" for v in values]
 
 

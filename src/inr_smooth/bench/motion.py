@@ -270,11 +270,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=0,
                         help="instead: tune:none's edit at several guidance scales on this many "
                              "seeded bench-quality clips (guidance-clips.json)")  # fmt: skip
-    parser.add_argument("--case", type=int,
-                        help="the stages on this bench-quality clip (seed 0) instead of the demo's")
+    parser.add_argument("--case", type=int, metavar="N",
+                        help="the stages on bench quality's clip N (0-based, seed 0; "
+                             "motion-caseN.json) instead of the demo's clip")  # fmt: skip
     parser.add_argument("--guidance", type=float, default=DIAGNOSED_GUIDANCE,
-                        help="the tuned models' and the inversion rows' sampling guidance")
+                        help="the tuned models' and the inversion rows' sampling guidance "
+                             "(default: %(default)s, where the demo's path broke; mini's is 2)")
     args = parser.parse_args(argv)
+    if args.case is not None and args.case < 0:
+        parser.error(f"--case: a clip index from 0, not {args.case}")
+    if args.guidance < 1:
+        parser.error(f"--guidance: 1 or more, not {args.guidance:g}")
     if args.clips:
         summary = guidance_over_clips(args.out, args.clips)["summary"]
         for g, values in summary.items():
