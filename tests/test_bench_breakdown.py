@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -89,3 +92,34 @@ def test_derived_attributes_split_at_the_median_and_cross():
     rows = breakdown(results, "a", attributes=("colour_change",))
     assert [(r["value"], r["clips"]) for r in rows[1:]] == [("> 286", 2), ("≤ 286", 2)]
     assert [r["mean"] for r in rows[1:]] == pytest.approx([0.4, 0.1])
+
+
+def test_a_rich_world_file_groups_by_the_subjects_attributes(tmp_path, capsys):
+    from inr_smooth.quality import random_cases, scene_record
+
+    pairs = [[scene_record(s), scene_record(t)] for s, t in random_cases(6, 0, "rich")]
+    results = {"cases": [{"a": {"trajectory_error": 0.05 * i}} for i in range(6)],
+               "cases_scenes": pairs}  # fmt: skip
+    rows = breakdown(results, "a")
+    # no motion field in the rich world: the other attributes, the subject's shape and colour
+    assert {r["attribute"] for r in rows} == {"all", "background", "background_color", "shape",
+                                              "color", "colour_change", "source_contrast"}
+    shapes = [r["value"] for r in rows if r["attribute"] == "shape"]
+    assert sorted(shapes) == sorted({s["subject_shape"] for s, _ in pairs})
+    path = tmp_path / "rich.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(SystemExit) as stop:
+        main([str(path), "--method", "a", "--attributes", "motion"])
+    assert stop.value.code == 2 and "no attribute 'motion'" in capsys.readouterr().err
+
+
+def test_the_script_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the table is printed (`| head`)
+    done = subprocess.run([sys.executable, "-m", "inr_smooth.bench.breakdown", str(path)],
+                          stdout=write, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(write)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -2,9 +2,10 @@
 
 ``python -m inr_smooth.bench.breakdown RESULTS.json --method tune:none`` groups the clips of a
 ``bench quality`` results file by each attribute of the source scene (motion, background,
-background colour, shape, colour), by two of the edit (colour change: the RGB distance of the
-source's object colour to the target's; source contrast: of the source's object colour to its
-background; each split at its median over the file's clips) and, with ``--attributes A:B``, by
+background colour, shape, colour; in a rich-world file the edited object's shape and colour),
+by two of the edit (colour change: the RGB distance of the source's object colour to the
+target's; source contrast: of the source's object colour to its background; each split at its
+median over the file's clips) and, with ``--attributes A:B``, by
 pairs of them; and prints, per value: the number of clips, the metric's mean
 ± standard error, and the share of clips above ``--above`` (a failure: by default a trajectory
 error above 0.1 of the frame) with its binomial standard error. With ``--minus BASELINE`` the
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from ..scores import mean_se
 
-__all__ = ["ATTRIBUTES", "DERIVED", "attribute_values", "breakdown", "breakdown_table",
-           "paired_events"]  # fmt: skip
+__all__ = ["ATTRIBUTES", "DERIVED", "attribute_values", "available_attributes", "breakdown",
+           "breakdown_table", "paired_events", "scene_value"]  # fmt: skip
 
 
 def _rgb_distance(a: str, b: str) -> float:
@@ -36,13 +37,37 @@ def _rgb_distance(a: str, b: str) -> float:
     return math.dist(COLORS[a], COLORS[b])
 
 
+def scene_value(record: dict, name: str):
+    """A scene record's field ``name``; in a rich-world record the edited object's, its
+    ``subject_`` field (``color`` -> ``subject_color``)."""
+    for key in (name, f"subject_{name}"):
+        if key in record:
+            return record[key]
+    raise ValueError(f"the scenes have no attribute {name!r} (have {sorted(record)})")
+
+
 # numeric attributes of a (source, target) pair, split at their median over the clips
 DERIVED = {
-    "colour_change": lambda source, target: _rgb_distance(source["color"], target["color"]),
-    "source_contrast": lambda source, _: _rgb_distance(source["color"],
+    "colour_change": lambda source, target: _rgb_distance(scene_value(source, "color"),
+                                                          scene_value(target, "color")),
+    "source_contrast": lambda source, _: _rgb_distance(scene_value(source, "color"),
                                                        source["background_color"]),
 }  # fmt: skip
 ATTRIBUTES = ("motion", "background", "background_color", "shape", "color", *DERIVED)
+
+
+def _has(record: dict, attribute: str) -> bool:
+    try:
+        attribute_values([[record, record]], attribute)
+    except ValueError:
+        return False
+    return True
+
+
+def available_attributes(results: dict) -> tuple[str, ...]:
+    """The :data:`ATTRIBUTES` a results file's scenes have (a rich world's have no motion)."""
+    first = results["cases_scenes"][0][0]
+    return tuple(a for a in ATTRIBUTES if _has(first, a))
 
 
 def _median_split(values: Sequence[float]) -> list[str]:
@@ -58,7 +83,7 @@ def attribute_values(pairs: Sequence[Sequence[dict]], attribute: str) -> list[st
         return [" / ".join(values) for values in zip(*columns, strict=True)]
     if attribute in DERIVED:
         return _median_split([DERIVED[attribute](source, target) for source, target in pairs])
-    return [str(source[attribute]) for source, _ in pairs]
+    return [str(scene_value(source, attribute)) for source, _ in pairs]
 
 
 def _cases_with(results: dict, *methods: str | None) -> list[dict]:
@@ -89,12 +114,13 @@ def _row(values: Sequence[float], above: float) -> dict:
 
 def breakdown(results: dict, method: str, metric: str = "trajectory_error", *,
               minus: str | None = None, above: float = 0.1,
-              attributes: Sequence[str] = ATTRIBUTES) -> list[dict]:  # fmt: skip
+              attributes: Sequence[str] | None = None) -> list[dict]:  # fmt: skip
     """One row for all clips, then one per attribute value: ``{"attribute", "value", "clips",
-    "mean", "se", "above", "above_se"}`` (rows of a value sorted by failure share)."""
+    "mean", "se", "above", "above_se"}`` (rows of a value sorted by failure share).
+    ``attributes`` None: every one of :data:`ATTRIBUTES` the file's scenes have."""
     values = _values(results, method, metric, minus)
     rows = [{"attribute": "all", "value": "", **_row(values, above)}]
-    for attribute in attributes:
+    for attribute in attributes or available_attributes(results):
         groups: dict[str, list[float]] = {}
         labels = attribute_values(results["cases_scenes"], attribute)
         for label, value in zip(labels, values, strict=True):
@@ -144,8 +170,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="count failures of --method and --minus (metric below --below)")
     parser.add_argument("--below", type=float, default=1.0,
                         help="--events: a failure is the metric below this (default: %(default)s)")
-    parser.add_argument("--attributes", nargs="+", default=ATTRIBUTES, metavar="NAME",
-                        help="group by these (A:B crosses two; default: %(default)s)")
+    parser.add_argument("--attributes", nargs="+", metavar="NAME",
+                        help="group by these (A:B crosses two; default: those of "
+                             f"{' '.join(ATTRIBUTES)} the scenes have)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     if args.events and not args.minus:
@@ -177,4 +204,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from . import run_script
+
+    run_script(main)

@@ -298,4 +298,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from . import run_script
+
+    run_script(main)
