@@ -16,12 +16,14 @@ from inr_smooth.pipelines.edit_config import EditConfig, prepare_edit
 from inr_smooth.pipelines.tune_config import TuneConfig, prepare_tune
 from inr_smooth.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, render
 from inr_smooth.ui.hosts import (
+    CONTROLVIDEO,
     EDIT_PROMPT,
     FATEZERO,
     HOSTS,
     JOBS,
     SOURCE_PROMPT,
     TUNE_A_VIDEO,
+    VIDEO_P2P,
     Field,
     Host,
     hosts_for_job,
@@ -29,11 +31,13 @@ from inr_smooth.ui.hosts import (
 )
 from inr_smooth.ui.jobs import (
     STAGES,
+    T2S_STAGE,
     Settings,
     Source,
     error_line,
     form_defaults,
     prepare,
+    prepare_t2s,
     preview,
     run_job,
     zip_folder,
@@ -91,10 +95,13 @@ def test_samples_are_distinct_and_their_edits_are_captions():
 def test_each_host_sets_fields_of_its_jobs_config():
     for host in HOSTS:
         known = {f.name for f in dataclasses.fields(CONFIGS[host.job])}
-        targets = {f.config_key for f in host.fields} | set(host.fixed)
+        targets = {f.config_key for f in host.fields if f.key not in host.t2s} | set(host.fixed)
         assert targets <= known, (host.key, targets - known)
+        tuned = {f.config_key for f in host.fields if f.key in host.t2s}
+        assert tuned <= {f.name for f in dataclasses.fields(TuneConfig)}
     assert {h.job for h in HOSTS} == set(JOBS)
-    assert [h.key for h in hosts_for_job("edit")] == ["fatezero"]
+    assert [h.key for h in hosts_for_job("tune")] == ["tune-a-video", "controlvideo"]
+    assert [h.key for h in hosts_for_job("edit")] == ["fatezero", "video-p2p"]
 
 
 def test_fields_sharing_a_key_must_look_the_same():
@@ -116,6 +123,50 @@ def test_form_defaults_are_what_the_cli_resolves_for_the_model():
     assert (tune["frames"], tune["size"], tune["steps"]) == (8, 64, 60) == (
         cli.frames, cli.size, cli.steps)  # fmt: skip
     assert tune["smooth_weight"] is None and tune["smoothing"] == "inr"
+
+
+def test_controlvideo_and_video_p2p_defaults_are_what_the_cli_resolves_for_the_model():
+    from inr_smooth.pipelines.video_p2p_config import t2s_config, video_p2p_config
+
+    cli = prepare_tune(TuneConfig(video="v", prompt="p", model="mini", controlnets=("mini-canny",),
+                                  controls=("canny",))).config  # fmt: skip
+    ui = prepare(CONTROLVIDEO, values_for(CONTROLVIDEO, smooth_weight=None), video="v",
+                 model="mini", output="o").config  # fmt: skip
+    same = ("controlnets", "controls", "steps", "learning_rate", "attention", "group_norm",
+            "trainable", "smooth_weight", "guidance_scale", "inference_steps", "seed")  # fmt: skip
+    assert {k: getattr(ui, k) for k in same} == {k: getattr(cli, k) for k in same}
+    assert form_defaults(CONTROLVIDEO, "mini")["control"] == "canny"
+    cli = video_p2p_config(video="v", source_prompt="s", prompt="p", model="mini").config
+    ui = prepare(VIDEO_P2P, values_for(VIDEO_P2P), video="v", model="mini", output="o").config
+    same = ("editor", "inversion_weight", "cross_replace", "self_replace", "attention",
+            "guidance_scale", "inference_steps", "frames", "size")  # fmt: skip
+    assert {k: getattr(ui, k) for k in same} == {k: getattr(cli, k) for k in same}
+    # T2S: Video-P2P's settings; mini's recommended steps and learning rate, as bench quality
+    t2s = prepare_t2s(VIDEO_P2P, values_for(VIDEO_P2P), ui, output="t").config
+    reference = prepare_tune(t2s_config(video="v", prompt=ui.source_prompt, model="mini",
+                                        output="t", steps=60, learning_rate=1e-4)).config
+    same = ("trainable", "attention", "group_norm", "resize", "seed", "steps", "learning_rate")
+    assert {k: getattr(t2s, k) for k in same} == {k: getattr(reference, k) for k in same}
+    assert form_defaults(VIDEO_P2P, "mini")["t2s_steps"] == 60
+    assert prepare_t2s(VIDEO_P2P, values_for(VIDEO_P2P, t2s_steps=0), ui, output="t") is None
+    assert prepare_t2s(FATEZERO, values_for(FATEZERO), ui, output="t") is None
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "expected"),
+    [("mini", {"control": "depth"}, ("mini-depth",)),
+     ("sd", {"control": "pose"}, ("lllyasviel/sd-controlnet-openpose",)),
+     ("mini", {"control": "canny", "controlnet": " my/net "}, ("my/net",))],
+)  # fmt: skip
+def test_controlvideo_picks_the_controlnet_of_the_maps_for_the_model(model, values, expected):
+    config = CONTROLVIDEO.config_values({**values_for(CONTROLVIDEO), **values}, model)
+    assert config["controlnets"] == expected and config["controls"] == (values["control"],)
+
+
+def test_controlvideo_on_mini_names_the_maps_it_has_nets_for():
+    with pytest.raises(ValueError, match="mini ships ControlNets for canny and depth maps only"):
+        prepare(CONTROLVIDEO, values_for(CONTROLVIDEO, control="hed"), video="v", model="mini",
+                output="o")  # fmt: skip
 
 
 def test_form_values_become_the_config_the_cli_would_build():
@@ -228,6 +279,52 @@ def test_a_tune_job_writes_weights_and_scores_an_upload_by_flow(tmp_path, one_th
     assert read_video(result.output).shape == (3, 64, 64, 3)
     assert [row[0] for row in result.table.rows] == ["warp err. (DIS) ↓", "flow (px)"]
     assert "no ground truth" in result.table.notes[0]
+
+
+def test_a_controlvideo_job_is_the_clis_tune_with_a_controlnet(tmp_path, one_thread):
+    sample = SAMPLES[0]
+    values = values_for(CONTROLVIDEO, frames=3, steps=2, inference_steps=2)
+    result = run_job(CONTROLVIDEO, values, Source(sample=sample.caption),
+                     Settings(workdir=tmp_path / "ui"))  # fmt: skip
+    assert (result.folder / "tune" / "weights" / "controlvideo.json").is_file()
+    assert main(["tune", "--model", "mini", "--controlnet", "mini-canny", "--control", "canny",
+                 "--video", str(result.folder / "source"), "--prompt", sample.caption,
+                 "--edit-prompt", sample.edit.caption, "--frames", "3", "--steps", "2",
+                 "--inference-steps", "2", "--output", str(tmp_path / "cli")]) == 0  # fmt: skip
+    np.testing.assert_array_equal(read_video(result.output),
+                                  read_video(tmp_path / "cli" / "samples" / result.output.name))
+
+
+def test_a_video_p2p_job_tunes_t2s_then_edits_as_the_api_does(tmp_path, one_thread):
+    """T2S into <run>/t2s, then the Video-P2P edit on its weights: the same video as the API's
+    two stages (tune(t2s_config(...)), edit(video_p2p_config(weights=...)))."""
+    from inr_smooth.pipelines.edit import edit
+    from inr_smooth.pipelines.tune import tune
+    from inr_smooth.pipelines.video_p2p_config import t2s_config, video_p2p_config
+
+    sample = SAMPLES[0]
+    values = values_for(VIDEO_P2P, frames=3, t2s_steps=2, inference_steps=2,
+                        blend_words=sample.scene.shape, edit_blend_words=sample.edit.shape)
+    stages = []
+    result = run_job(VIDEO_P2P, values, Source(sample=sample.caption),
+                     Settings(workdir=tmp_path / "ui"),
+                     on_stage=lambda *stage: stages.append(stage[2]))  # fmt: skip
+    assert stages == [*STAGES[:2], T2S_STAGE, *STAGES[2:]]
+    assert (result.folder / "t2s" / "weights" / "tune.json").is_file()
+    source = str(result.folder / "source")
+    tune(t2s_config(video=source, prompt=sample.caption, model="mini", smoothing="none", frames=3,
+                    steps=2, learning_rate=1e-4, checkpoint_every=0, output=str(tmp_path / "t2s")),
+         progress=False)  # fmt: skip
+    api = edit(video_p2p_config(
+        video=source, source_prompt=sample.caption, prompt=sample.edit.caption, model="mini",
+        weights=str(tmp_path / "t2s" / "weights"), frames=3, inference_steps=2,
+        blend_words=(sample.scene.shape,), edit_blend_words=(sample.edit.shape,),
+        output=str(tmp_path / "api")), progress=False)  # fmt: skip
+    gif = next(p for p in api.files if p.suffix == ".gif")
+    np.testing.assert_array_equal(read_video(result.output), read_video(gif))
+    without = run_job(VIDEO_P2P, {**values, "t2s_steps": 0}, Source(sample=sample.caption),
+                      Settings(workdir=tmp_path / "ui"))  # fmt: skip
+    assert not (without.folder / "t2s").exists()
 
 
 # ---------------------------------------------------------------- scores

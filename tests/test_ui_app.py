@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("gradio", reason="the ui extra (Gradio) is not installed")
 
 from inr_smooth.ui.app import UPLOAD, _Handlers, build_app
-from inr_smooth.ui.hosts import FATEZERO, HOSTS, TUNE_A_VIDEO, ui_fields
+from inr_smooth.ui.hosts import CONTROLVIDEO, FATEZERO, HOSTS, TUNE_A_VIDEO, VIDEO_P2P, ui_fields
 from inr_smooth.ui.jobs import Settings, form_defaults
 
 
@@ -31,6 +31,23 @@ def test_choosing_a_host_shows_its_fields_with_the_models_defaults(handlers):
     _, *updates = handlers.host_changed(FATEZERO.key)
     shown = {f.key: u for f, u in zip(handlers.fields, updates, strict=True)}
     assert not shown["steps"]["visible"] and shown["stride"]["value"] == 1
+    assert not shown["cross_replace"]["visible"] and not shown["t2s_steps"]["visible"]
+
+
+def test_each_job_offers_its_hosts_and_they_show_their_own_controls(handlers):
+    assert handlers.job_changed("tune")["choices"] == [("Tune-A-Video", "tune-a-video"),
+                                                       ("ControlVideo", "controlvideo")]
+    assert handlers.job_changed("edit")["choices"] == [("FateZero", "fatezero"),
+                                                       ("Video-P2P", "video-p2p")]
+    _, *updates = handlers.host_changed(CONTROLVIDEO.key)
+    shown = {f.key: u for f, u in zip(handlers.fields, updates, strict=True)}
+    assert shown["control"]["visible"] and shown["control"]["value"] == "canny"
+    assert shown["controlnet"]["visible"] and shown["steps"]["value"] == 60
+    _, *updates = handlers.host_changed(VIDEO_P2P.key)
+    shown = {f.key: u for f, u in zip(handlers.fields, updates, strict=True)}
+    assert shown["t2s_steps"]["value"] == 60 and shown["cross_replace"]["value"] == 0.2
+    assert shown["inversion_weight"]["value"] == 0.5 and shown["blend_words"]["visible"]
+    assert not shown["steps"]["visible"] and not shown["control"]["visible"]
 
 
 def test_a_bad_upload_shows_one_error_line(handlers, tmp_path):

@@ -3,15 +3,11 @@
 A :class:`Host` is a job (``"tune"``: :func:`~inr_smooth.pipelines.tune.tune` with
 :class:`~inr_smooth.pipelines.tune_config.TuneConfig`, then its generated video; ``"edit"``:
 :func:`~inr_smooth.pipelines.edit.edit` with :class:`~inr_smooth.pipelines.edit_config.EditConfig`),
-the form fields it shows, each naming the config field it sets, and fixed config values. Adding a
-host that the library gained (an editor of EditConfig, tuning with a ControlNet) is one more
-entry in :data:`HOSTS`; the layout builds one input per field key. Nothing here imports torch.
-For example, an editor selected by an EditConfig field would be::
-
-    Host(key="video-p2p", label="Video-P2P", job="edit", summary="...",
-         fields=(*FATEZERO.fields, Field("cross_replace", "cross-attention replace", "slider",
-                                         "editing", minimum=0.0, maximum=1.0, step=0.05)),
-         fixed={"editor": "video-p2p"})
+the form fields it shows, each naming the config field it sets, fixed config values, config
+values that depend on the model (:attr:`Host.model_values`) and, for Video-P2P, the fields of a
+T2S tuning run before the edit (:attr:`Host.t2s`). Adding a host that the library gained is one
+more entry in :data:`HOSTS`; the layout builds one input per field key. Nothing here imports
+torch. The four: Tune-A-Video and ControlVideo (tune), FateZero and Video-P2P (edit).
 """
 
 from __future__ import annotations
@@ -19,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["HOSTS", "JOBS", "Field", "Host", "host_by_key", "hosts_for_job", "ui_fields"]
+__all__ = ["CONTROLVIDEO", "FATEZERO", "HOSTS", "JOBS", "TUNE_A_VIDEO", "VIDEO_P2P", "Field",
+           "Host", "host_by_key", "hosts_for_job", "ui_fields"]
 
 Kind = Literal["text", "int", "float", "slider", "choice"]
 # where a field sits on the page, in this order
@@ -69,11 +67,30 @@ class Host:
     fields: tuple[Field, ...]
     # config values the UI always sets (not part of the hash: hosts key caches)
     fixed: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # (config values so far, model) -> the config values that depend on the model
+    model_values: Callable[[dict[str, Any], str], dict[str, Any]] | None = field(
+        default=None, hash=False, compare=False)  # fmt: skip
+    # keys of fields that set the TuneConfig of a T2S run before the edit (Video-P2P), not the
+    # job's config; empty: no tuning first
+    t2s: tuple[str, ...] = ()
 
-    def config_values(self, values: dict[str, Any]) -> dict[str, Any]:
-        """The config fields set by form ``values`` (keys of :attr:`fields`; None = unset)."""
+    def config_values(self, values: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+        """The config fields set by form ``values`` (keys of :attr:`fields`; None = unset),
+        with :attr:`model_values` for ``model`` (the T2S fields: :meth:`t2s_values`)."""
         out = dict(self.fixed)
-        for f in self.fields:
+        out.update(self._set(values, [f for f in self.fields if f.key not in self.t2s]))
+        if self.model_values is not None and model is not None:
+            out.update(self.model_values(out, model))
+        return out
+
+    def t2s_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The T2S run's TuneConfig fields set by form ``values``."""
+        return self._set(values, [f for f in self.fields if f.key in self.t2s])
+
+    @staticmethod
+    def _set(values: dict[str, Any], fields: list[Field]) -> dict[str, Any]:
+        out = {}
+        for f in fields:
             value = values.get(f.key)
             if isinstance(value, str):
                 value = value.strip()
@@ -145,7 +162,8 @@ TUNE_A_VIDEO = Host(
             maximum=100.0,
             step=0.1,
             from_config=lambda v: None,
-            info="empty: the mode's default (inr 2.0, smoothvideo 0.2)",
+            info="empty: the host's default (Tune-A-Video: inr 2.0, smoothvideo 0.2; "
+            "ControlVideo: 0.2)",
         ),
         _FRAMES,
         _STRIDE,
@@ -193,7 +211,108 @@ FATEZERO = Host(
     ),
 )
 
-HOSTS: tuple[Host, ...] = (TUNE_A_VIDEO, FATEZERO)
+# ControlVideo: a ControlNet per control kind (the INR paper's ControlVideo runs use these)
+SD_CONTROLNETS = {"canny": "lllyasviel/sd-controlnet-canny", "hed": "lllyasviel/sd-controlnet-hed",
+                  "depth": "lllyasviel/sd-controlnet-depth",
+                  "pose": "lllyasviel/sd-controlnet-openpose"}  # fmt: skip
+
+
+def _is_mini(model: str) -> bool:
+    from ..mini import MINI_MODEL_DIR
+
+    return model == "mini" or Path(model).expanduser().resolve() == MINI_MODEL_DIR
+
+
+def _controlnet_for(values: dict[str, Any], model: str) -> dict[str, Any]:
+    """The ControlNet of the chosen control where the form names none: the shipped mini one
+    on mini, lllyasviel's SD 1.5 ControlNet otherwise."""
+    from ..mini import MINI_CONTROLNETS
+
+    control = values.get("controls", ("canny",))[0]
+    if values.get("controlnets"):
+        return {"controls": (control,)}
+    if not _is_mini(model):
+        net = SD_CONTROLNETS.get(control)
+        if net is None:
+            raise ValueError(f"name a ControlNet for {control} maps")
+        return {"controlnets": (net,), "controls": (control,)}
+    shipped = {kind: name for name, kind in MINI_CONTROLNETS.items()}
+    if control not in shipped:
+        raise ValueError(f"mini ships ControlNets for {' and '.join(shipped)} maps only: name a "
+                         f"ControlNet for {control} maps")  # fmt: skip
+    return {"controlnets": (shipped[control],), "controls": (control,)}
+
+
+CONTROLVIDEO = Host(
+    key="controlvideo",
+    label="ControlVideo",
+    job="tune",
+    summary="one-shot tuning conditioned on a ControlNet map of every source frame (key-frame "
+    "attention, ControlVideo's temporal branch and trainable set) with a smoothing loss, then "
+    "a video generated from the inverted clip with the edit prompt and the same maps",
+    fields=(
+        *TUNE_A_VIDEO.fields[:4],
+        Field(
+            "control",
+            "control maps",
+            "choice",
+            "editing",
+            target="controls",
+            choices=tuple(SD_CONTROLNETS),
+            default="canny",
+            to_config=_prompt_tuple,
+            info="computed from every source frame (hed, depth, pose: the detectors extra)",
+        ),
+        Field(
+            "controlnet",
+            "ControlNet",
+            "text",
+            "editing",
+            target="controlnets",
+            to_config=_prompt_tuple,
+            info="a diffusers ControlNet (hub id or folder); empty: mini-canny / mini-depth on "
+            "mini, lllyasviel/sd-controlnet-<maps> otherwise",
+        ),
+        *TUNE_A_VIDEO.fields[4:],
+    ),
+    fixed={"checkpoint_every": 0},
+    model_values=_controlnet_for,
+)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in text.replace(",", " ").split() if w)
+
+
+VIDEO_P2P = Host(
+    key="video-p2p",
+    label="Video-P2P",
+    job="edit",
+    summary="T2S tuning on the clip, then null-text inversion and prompt-to-prompt editing "
+    "with decoupled guidance (LocalBlend where blend words are given), INR(TF) on the start "
+    "latent",
+    fields=(
+        *FATEZERO.fields[:3],
+        Field("cross_replace", "cross-attention replace", "slider", "editing", minimum=0.0,
+              maximum=1.0, step=0.05,
+              info="share of the steps that use the source's cross-attention maps"),
+        Field("self_replace", "temporal-attention replace", "slider", "editing", minimum=0.0,
+              maximum=1.0, step=0.05,
+              info="share of the steps that use the source's temporal attention maps"),
+        Field("blend_words", "blend word (source prompt)", "text", "editing",
+              to_config=_words, info="LocalBlend's region, e.g. circle; empty: no LocalBlend"),
+        Field("edit_blend_words", "blend word (edit prompt)", "text", "editing",
+              to_config=_words, info="its word in the edit prompt, e.g. square"),
+        Field("t2s_steps", "T2S tuning steps", "int", target="steps", minimum=0,
+              maximum=10000, step=1,
+              info="Video-P2P's first stage on the clip; 0: edit the untuned model"),
+        *FATEZERO.fields[3:],
+    ),
+    fixed={"editor": "video-p2p"},
+    t2s=("t2s_steps",),
+)
+
+HOSTS: tuple[Host, ...] = (TUNE_A_VIDEO, CONTROLVIDEO, FATEZERO, VIDEO_P2P)
 
 
 def host_by_key(key: str) -> Host:

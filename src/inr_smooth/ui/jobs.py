@@ -6,6 +6,7 @@ heavy is imported before a job runs: building and checking a config is as quick 
 A job runs in a fresh run folder under ``<workdir>/runs/``:
 
 * ``source/`` (a rendered sample, PNG frames) or ``source.<ext>`` (a copy of the upload);
+* ``t2s/`` (Video-P2P): the T2S tuning run whose ``weights/`` the edit starts from;
 * ``tune/`` or ``edit/``: the run folder of :func:`~inr_smooth.pipelines.tune.tune` or
   :func:`~inr_smooth.pipelines.edit.edit`, as the CLI writes it;
 * ``metrics.json``: the metric table (:mod:`.scoring`), the notes under it, and when the job
@@ -33,6 +34,7 @@ from .scoring import ClipSource, Table, score_table
 
 __all__ = [
     "STAGES",
+    "T2S_STAGE",
     "JobResult",
     "Preview",
     "Settings",
@@ -40,14 +42,17 @@ __all__ = [
     "error_line",
     "form_defaults",
     "prepare",
+    "prepare_t2s",
     "preview",
     "run_job",
+    "stages_of",
     "zip_folder",
 ]
 
 # what run_job reports through on_stage(index, total, name), before the pipelines' own bars
 STAGES = ("checking the settings", "preparing the source clip", "loading the model",
           "scoring", "zipping the run folder")  # fmt: skip
+T2S_STAGE = "tuning the model (T2S)"  # Video-P2P's, after the source clip
 Stage = Callable[[int, int, str], None]
 PREVIEW_SIDE = 192  # pixels: smaller clips are shown enlarged
 
@@ -108,25 +113,51 @@ def _api(job: str):
     raise ValueError(f"unknown job {job!r} (expected tune or edit)")
 
 
-def prepare(host: Host, values: dict[str, Any], *, video: str, model: str, output: str):
+def prepare(host: Host, values: dict[str, Any], *, video: str, model: str, output: str,
+            weights: str | None = None):  # fmt: skip
     """The job's prepared config, resolved and checked as the CLI does (model defaults fill
-    what the form leaves empty); the values' source is recorded as ``ui``."""
+    what the form leaves empty); the values' source is recorded as ``ui``. ``weights``: a T2S
+    run's weights folder (Video-P2P's edit)."""
     from ..config import config_from_dict
 
     config_cls, prepare_fn = _api(host.job)
-    data = {**host.config_values(values), "video": video, "model": model, "output": output}
+    data = {**host.config_values(values, model), "video": video, "model": model,
+            "output": output, **({"weights": weights} if weights else {})}  # fmt: skip
     return prepare_fn(config_from_dict(config_cls, data), dict.fromkeys(data, "ui"))
+
+
+def prepare_t2s(host: Host, values: dict[str, Any], edit, *, output: str):
+    """The prepared TuneConfig of the T2S run before ``host``'s edit (``edit``: its config), or
+    None (a host without one, or 0 steps): Video-P2P's T2S settings on the edit's clip, frames
+    and source prompt, with the model's recommended tuning steps and learning rate where it
+    has them (mini's: as ``bench quality`` tunes T2S), under the form's values."""
+    if not host.t2s:
+        return None
+    from ..model_info import describe_model
+    from ..pipelines.tune_config import prepare_tune
+    from ..pipelines.video_p2p_config import t2s_config
+
+    recommended = describe_model(edit.model).recommended_for("tune")
+    fields = {k: recommended[k] for k in ("steps", "learning_rate") if k in recommended}
+    fields.update(video=edit.video, prompt=edit.source_prompt, model=edit.model, output=output,
+                  frames=edit.frames, size=edit.size, start=edit.start, stride=edit.stride,
+                  smoothing="none", checkpoint_every=0, **host.t2s_values(values))  # fmt: skip
+    if fields.get("steps") == 0:
+        return None
+    return prepare_tune(t2s_config(**fields), dict.fromkeys(fields, "ui"))
 
 
 @functools.lru_cache(maxsize=32)
 def _defaults(host: Host, model: str) -> tuple[tuple[str, Any], ...]:
     placeholders = {SOURCE_PROMPT: "-", EDIT_PROMPT: "-"}
     config = prepare(host, placeholders, video="-", model=model, output="-").config
+    t2s = prepare_t2s(host, placeholders, config, output="-")
     out = []
     for f in host.fields:
         if f.kind == "text":
             continue
-        value = f.default if f.default is not None else getattr(config, f.config_key)
+        resolved = t2s.config if f.key in host.t2s else config
+        value = f.default if f.default is not None else getattr(resolved, f.config_key)
         out.append((f.key, f.from_config(value) if f.from_config else value))
     return tuple(out)
 
@@ -203,6 +234,14 @@ def new_run_folder(workdir: Path, host: Host) -> Path:
     return workdir / "runs" / f"{stamp}-{host.key}-{secrets.token_hex(3)}"
 
 
+def stages_of(host: Host, t2s: bool | None = None) -> tuple[str, ...]:
+    """What :func:`run_job` reports for ``host``: :data:`STAGES`, with :data:`T2S_STAGE` after
+    the source clip where the job tunes first (``t2s``; None: where the host can)."""
+    if not (host.t2s if t2s is None else t2s):
+        return STAGES
+    return (*STAGES[:2], T2S_STAGE, *STAGES[2:])
+
+
 def _call(host: Host, prepared) -> tuple[Path, Path]:
     """Run the job through the library; ``(output gif, side-by-side mp4)``."""
     if host.job == "tune":
@@ -221,14 +260,15 @@ def _call(host: Host, prepared) -> tuple[Path, Path]:
 def run_job(host: Host, values: dict[str, Any], source: Source, settings: Settings,
             on_stage: Stage = lambda index, total, name: None) -> JobResult:  # fmt: skip
     """Run ``host``'s job on ``source`` with the form ``values``; see the module docstring.
-    ``on_stage(index, total, name)`` is called as each of :data:`STAGES` begins (the pipelines
-    show tqdm bars of their own). A failed job leaves no run folder behind."""
+    ``on_stage(index, total, name)`` is called as each of :func:`stages_of` begins (the
+    pipelines show tqdm bars of their own). A failed job leaves no run folder behind."""
     from ..outputs import write_json_atomic
 
     started, wall = time.perf_counter(), time.time()
+    stages = stages_of(host, t2s=False)
 
     def stage(name: str) -> None:
-        on_stage(STAGES.index(name), len(STAGES), name)
+        on_stage(stages.index(name), len(stages), name)
 
     stage("checking the settings")
     folder = new_run_folder(settings.workdir, host)
@@ -237,6 +277,8 @@ def run_job(host: Host, values: dict[str, Any], source: Source, settings: Settin
     # an upload is checked where it is (error lines name it), then copied into the run folder
     checked = prepare(host, values, video=str(source.upload or video), model=settings.model,
                       output=output)  # fmt: skip
+    t2s = prepare_t2s(host, values, checked.config, output=str(folder / "t2s"))
+    stages = stages_of(host, t2s=t2s is not None)
     folder.mkdir(parents=True)
     try:
         stage("preparing the source clip")
@@ -248,6 +290,9 @@ def run_job(host: Host, values: dict[str, Any], source: Source, settings: Settin
             _place_source(source, video, checked.config)
             prepared = prepare(host, values, video=str(video), model=settings.model,
                                output=output)  # fmt: skip
+        if t2s is not None:
+            stage(T2S_STAGE)
+            prepared = _tune_t2s(host, values, prepared, str(video), settings.model, output)
         stage("loading the model")
         gif, side = _call(host, prepared)
         stage("scoring")
@@ -261,6 +306,17 @@ def run_job(host: Host, values: dict[str, Any], source: Source, settings: Settin
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return JobResult(folder, side, gif, table, archive, time.perf_counter() - started)
+
+
+def _tune_t2s(host: Host, values: dict[str, Any], prepared, video: str, model: str,
+              output: str):  # fmt: skip
+    """Run the T2S tuning into ``<run>/t2s``; the edit's prepared config on its weights."""
+    from ..pipelines.tune import tune
+
+    t2s = prepare_t2s(host, values, prepared.config, output=str(Path(output).parent / "t2s"))
+    tune(t2s, memory_check=True, progress=True)
+    weights = str(Path(t2s.config.output) / "weights")
+    return prepare(host, values, video=video, model=model, output=output, weights=weights)
 
 
 def _read_output(gif: Path, frames: int) -> Any:
