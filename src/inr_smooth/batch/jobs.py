@@ -31,7 +31,7 @@ __all__ = ["BATCH_VERSION", "NOT_IN_ID", "Job", "eval_material", "expand", "mode
 BATCH_VERSION = 1
 # config fields that do not change a job's outputs: left out of its id
 NOT_IN_ID = frozenset({"video", "output", "model", "device", "cache_dir", "checkpoint_every",
-                       "attention_store"})  # fmt: skip
+                       "attention_store", "given"})  # fmt: skip
 _SMALL_FILE = 4 * 2**20
 
 
@@ -45,7 +45,7 @@ class Job:
     prompts: tuple[str, ...]  # the edit prompts of its outputs
     values: dict  # the grid's values for this job (axes and fixed ones), for labels
     label: str  # the method with the values of its axes (seed left out: replicates)
-    prepared: Any  # PreparedTune / PreparedEdit; output and device are set by the worker
+    prepared: Any  # PreparedTune / PreparedEdit / PreparedT2SEdit; output, device: the worker's
     keys: dict  # prompt -> result key
 
     def describe(self) -> str:

@@ -185,6 +185,16 @@ def _register_builtin() -> None:
                            ignores=frozenset(INR_TF_FIELDS)))
     register_method(Method("edit:inr", "edit", {},
                            "training-free editing with INR(TF) inversion noise (gamma 1.0)"))
+    # Video-P2P: T2S tuning (shared by the jobs of a clip), then its editor (batch/t2s_edit.py)
+    from . import t2s_edit
+
+    register_host(Host("video-p2p", t2s_edit.T2SEditConfig, t2s_edit.build, t2s_edit.prepare,
+                       t2s_edit.run, per_prompt=True))  # fmt: skip
+    register_method(Method("edit:video-p2p", "video-p2p", {"inversion_weight": 0.0},
+                           "Video-P2P: T2S tuning, null-text inversion, its control (gamma 0)",
+                           ignores=frozenset(INR_TF_FIELDS)))
+    register_method(Method("edit:video-p2p+inr", "video-p2p", {},
+                           "Video-P2P with INR(TF) inversion noise (gamma 0.5)"))
 
 
 _register_builtin()

@@ -36,6 +36,7 @@ __all__ = [
     "T2S_TUNE",
     "VIDEO_P2P_DEFAULTS",
     "check_editor_fields",
+    "prepare_t2s_for",
     "t2s_config",
     "video_p2p_config",
     "video_p2p_defaults",
@@ -155,3 +156,25 @@ def t2s_config(**fields):
     from .tune_config import TuneConfig
 
     return config_from_dict(TuneConfig, {**T2S_TUNE, **fields})
+
+
+def prepare_t2s_for(edit, *, output: str, steps: int | None = None,
+                    learning_rate: float | None = None, device: str | None = None):  # fmt: skip
+    """The prepared T2S run (a :class:`~.tune_config.PreparedTune`) before the Video-P2P edit of
+    the :class:`~.edit_config.EditConfig` ``edit``, on its clip, frames, source prompt and
+    model, into ``output``; None for ``steps`` 0. ``steps`` / ``learning_rate`` None: the
+    model's recommended tuning values where it has them (mini's 60 at 1e-4, as ``bench
+    quality`` tunes T2S), else T2S's (:data:`T2S_TUNE`: 500 at 3e-5)."""
+    from ..model_info import describe_model
+    from .tune_config import prepare_tune
+
+    recommended = describe_model(edit.model).recommended_for("tune")
+    fields = {k: recommended[k] for k in ("steps", "learning_rate") if k in recommended}
+    given = {"steps": steps, "learning_rate": learning_rate, "device": device}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    if fields.get("steps") == 0:
+        return None
+    fields.update(video=edit.video, prompt=edit.source_prompt, model=edit.model, output=output,
+                  frames=edit.frames, size=edit.size, start=edit.start, stride=edit.stride,
+                  smoothing="none", checkpoint_every=0)  # fmt: skip
+    return prepare_tune(t2s_config(**fields), dict.fromkeys(fields, "given"))

@@ -127,24 +127,14 @@ def prepare(host: Host, values: dict[str, Any], *, video: str, model: str, outpu
 
 
 def prepare_t2s(host: Host, values: dict[str, Any], edit, *, output: str):
-    """The prepared TuneConfig of the T2S run before ``host``'s edit (``edit``: its config), or
-    None (a host without one, or 0 steps): Video-P2P's T2S settings on the edit's clip, frames
-    and source prompt, with the model's recommended tuning steps and learning rate where it
-    has them (mini's: as ``bench quality`` tunes T2S), under the form's values."""
+    """The prepared T2S run before ``host``'s edit (``edit``: its config), or None (a host
+    without one, or 0 steps): :func:`~inr_smooth.pipelines.video_p2p_config.prepare_t2s_for`
+    with the form's T2S values."""
     if not host.t2s:
         return None
-    from ..model_info import describe_model
-    from ..pipelines.tune_config import prepare_tune
-    from ..pipelines.video_p2p_config import t2s_config
+    from ..pipelines.video_p2p_config import prepare_t2s_for
 
-    recommended = describe_model(edit.model).recommended_for("tune")
-    fields = {k: recommended[k] for k in ("steps", "learning_rate") if k in recommended}
-    fields.update(video=edit.video, prompt=edit.source_prompt, model=edit.model, output=output,
-                  frames=edit.frames, size=edit.size, start=edit.start, stride=edit.stride,
-                  smoothing="none", checkpoint_every=0, **host.t2s_values(values))  # fmt: skip
-    if fields.get("steps") == 0:
-        return None
-    return prepare_tune(t2s_config(**fields), dict.fromkeys(fields, "ui"))
+    return prepare_t2s_for(edit, output=output, **host.t2s_values(values))
 
 
 @functools.lru_cache(maxsize=32)
