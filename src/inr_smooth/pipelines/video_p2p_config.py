@@ -174,7 +174,10 @@ def prepare_t2s_for(edit, *, output: str, steps: int | None = None,
     fields.update({k: v for k, v in given.items() if v is not None})
     if fields.get("steps") == 0:
         return None
+    # the run's own inversion (tune inverts the clip for `generate`; the edit inverts anew)
+    # takes the edit's steps: 50 on SD, as T2S's, fewer where the edit takes fewer
     fields.update(video=edit.video, prompt=edit.source_prompt, model=edit.model, output=output,
                   frames=edit.frames, size=edit.size, start=edit.start, stride=edit.stride,
-                  smoothing="none", checkpoint_every=0)  # fmt: skip
+                  inference_steps=edit.inference_steps, smoothing="none",
+                  checkpoint_every=0)  # fmt: skip
     return prepare_tune(t2s_config(**fields), dict.fromkeys(fields, "given"))
