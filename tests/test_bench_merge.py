@@ -38,11 +38,26 @@ def test_a_method_run_later_is_paired_with_its_baseline(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_shorter_run_of_the_same_clips_is_merged_on_its_clips(tmp_path, capsys):
+    a = _report(tmp_path / "a.json", {"source": [1, 1, 1], "tune:none": [0.1, 0.2, 0.4]})
+    b = _report(tmp_path / "b.json", {"source": [1, 1], "tune:smoothvideo": [0.3, 0.3]},
+                scenes=(("a", "b"), ("c", "d")))  # fmt: skip
+    main([str(a), str(b), "--out", str(tmp_path), "--name", "m"])
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert len(merged["cases"]) == len(merged["cases_scenes"]) == 2
+    mean, _ = merged["paired_differences"]["tune:smoothvideo - tune:none"]["color_flicker"]
+    assert mean == pytest.approx(0.15)  # (0.2 + 0.1) / 2: the third clip of a is left out
+    assert "2 seeded synthetic clips" in (tmp_path / "m" / "table.md").read_text()
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize(
     ("second", "message"),
     [({"methods": {"tune:none": [0.1, 0.2, 0.5]}}, "tune:none has other scores in the second "
                                                     "report on clip 2"),
      ({"methods": {"tune:inr": [0, 0, 0]}, "scenes": (("a", "b"), ("c", "d"), ("e", "x"))},
+      "the two reports differ in cases_scenes"),
+     ({"methods": {"tune:inr": [0, 0]}, "scenes": (("a", "b"), ("x", "d"))},
       "the two reports differ in cases_scenes")],
 )  # fmt: skip
 def test_reports_of_other_clips_or_other_scores_are_one_line(tmp_path, capsys, second, message):
