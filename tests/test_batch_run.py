@@ -76,11 +76,11 @@ def _wait(what, condition, proc):
     raise AssertionError(f"gave up waiting for {what}: {proc.poll()=}")
 
 
-def _kill_in_a_job(rank, folder, not_before: str | None = None):
-    """SIGKILL the process of ``rank`` while it holds the claim of a job that it has not
-    recorded (and, with ``not_before``, only once that job is recorded): (pid, job), or None
-    when it holds none now. Stopped first, so that it cannot record the job or claim the next
-    one between the check and the kill."""
+def _catch_in_a_job(rank, folder, *, kill: bool, not_before: str | None = None):
+    """Stop the process of ``rank`` while it holds the claim of a job that it has not recorded
+    (and, with ``not_before``, only once that job is recorded), then SIGKILL it (``kill``) or
+    leave it stopped: (pid, job), or None when it holds none now. Stopped first, so that it
+    cannot record the job or claim the next one between the check and the kill."""
     held = _claims(folder).get(rank)
     if held is None or (not_before and not_before not in {e["job"] for e in _lines(folder)}):
         return None
@@ -88,24 +88,33 @@ def _kill_in_a_job(rank, folder, not_before: str | None = None):
     os.kill(pid, signal.SIGSTOP)
     held = _claims(folder).get(rank)
     if held and held[0] == pid and held[1] not in {e["job"] for e in _lines(folder)}:
-        os.kill(pid, signal.SIGKILL)
+        if kill:
+            os.kill(pid, signal.SIGKILL)
         return held
     os.kill(pid, signal.SIGCONT)
     return None
 
 
 def _kill_twice(proc, folder, seen: dict):
-    """Kill rank 1 in its second job; once rank 0 has finished that job, kill rank 0 in its
-    next job. (Claims name their rank: neither kill waits for the other rank.)"""
+    """Hold rank 0 stopped in its first job while rank 1 finishes a job and is killed in its
+    next one; then, once rank 0 has taken that job over and finished it, kill rank 0 in its
+    next job. (Claims name their rank. Holding rank 0 keeps the order fixed: unheld, rank 0
+    could run every edit while rank 1 tunes, and take over the grid's last job.)"""
     try:
         def rank1_killed():
             if any(e["rank"] == 1 for e in _lines(folder)):
-                return _kill_in_a_job(1, folder)
+                return _catch_in_a_job(1, folder, kill=True)
             return None
 
-        pid1, seen["taken_over"] = _wait("rank 1 to finish a job", rank1_killed, proc)
+        held, _ = _wait("rank 0 to start a job",
+                        lambda: _catch_in_a_job(0, folder, kill=False), proc)  # fmt: skip
+        try:
+            pid1, seen["taken_over"] = _wait("rank 1 to finish a job", rank1_killed, proc)
+        finally:
+            os.kill(held, signal.SIGCONT)
         pid0, _ = _wait("rank 0 to take the job over",
-                        lambda: _kill_in_a_job(0, folder, not_before=seen["taken_over"]), proc)
+                        lambda: _catch_in_a_job(0, folder, kill=True,
+                                                not_before=seen["taken_over"]), proc)  # fmt: skip
         pids = {0: pid0, 1: pid1}
         seen["output"] = proc.communicate(timeout=60)[0]
         seen["returncode"] = proc.returncode
