@@ -114,3 +114,31 @@ def test_a_sweep_resumes_across_its_values(monkeypatch, tmp_path, capsys):
     points = json.loads((tmp_path / "s" / "results.json").read_text())["cases"]
     assert [c["edit:inr"]["shift"] for p in points for c in p] == [0, 0, 0.01, 0.01]
     assert not (tmp_path / "s.cases.jsonl").exists()
+
+
+def test_a_run_that_skips_the_first_clips_continues_a_shorter_one(monkeypatch, tmp_path, capsys):
+    from inr_smooth.bench.merge import main as merge
+
+    monkeypatch.setattr(quality, "run_case", FakeCases())
+
+    def run(name, clips, *extra):
+        assert main(["bench", "quality", "--clips", str(clips), "--frames", "3", "--size", "16",
+                     "--methods", *METHODS, "--out", str(tmp_path), "--name", name,
+                     *extra]) == 0  # fmt: skip
+        return tmp_path / name / "results.json"
+
+    whole, first = run("whole", 5), run("first", 3)
+    rest, wrong = run("rest", 2, "--skip-clips", "3"), run("wrong", 2, "--skip-clips", "2")
+    assert "seed 0, from clip 4" in (tmp_path / "rest" / "table.md").read_text()
+    merge([str(first), str(rest), "--append", "--out", str(tmp_path), "--name", "joined"])
+    joined = json.loads((tmp_path / "joined" / "results.json").read_text())
+    expected = json.loads(whole.read_text())
+    for key in ("cases", "cases_scenes", "summary", "paired_differences", "first_clip"):
+        assert joined[key] == expected[key], key
+    with pytest.raises(SystemExit) as stop:
+        merge([str(first), str(wrong), "--append", "--out", str(tmp_path), "--name", "bad"])
+    assert stop.value.code == 2
+    assert "starts at clip 3, the first ends at clip 3 (run it with --skip-clips 3)" in (
+        capsys.readouterr().err)
+    assert main(["bench", "quality", "--skip-clips", "-1"]) == 2
+    assert "--skip-clips must be at least 0" in capsys.readouterr().err

@@ -9,6 +9,12 @@ must be the first clips of the other's (a 60-clip run of the same seed against a
 the merge keeps those first clips) -- and the same settings, world and metric suite; a method in
 both must have the same scores on every clip (bench quality's scores are repeatable on one
 thread: a difference means the runs were not the same), else one line and exit 2.
+
+With ``--append``, B continues A instead: B ran ``bench quality --skip-clips K`` with K the
+clips A ends at (its first clip plus its number of clips), with the same methods, settings,
+world and metric suite, and the report holds A's clips then B's -- the report one run of
+both lengths would have written, since a clip's scores depend on its scenes and the settings
+only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["merge_results"]
+__all__ = ["append_results", "merge_results", "shared_clips"]
 
 _SAME = ("settings", "world", "metric_suite_version")
 
@@ -36,15 +42,19 @@ def shared_clips(a: dict, b: dict) -> int:
     return n
 
 
-def merge_results(a: dict, b: dict) -> list[dict[str, dict]]:
-    """The cases of two bench quality reports on the same (first) clips, with the methods of
-    both (raises ValueError where they are not the same clips and settings, or disagree)."""
+def _check_same_runs(a: dict, b: dict) -> None:
     for results in (a, b):
         if results.get("report") != "inr-smooth bench quality":
             raise ValueError("not a bench quality results file")
     for key in _SAME:
         if a.get(key) != b.get(key):
             raise ValueError(f"the two reports differ in {key}: not the same clips and settings")
+
+
+def merge_results(a: dict, b: dict) -> list[dict[str, dict]]:
+    """The cases of two bench quality reports on the same (first) clips, with the methods of
+    both (raises ValueError where they are not the same clips and settings, or disagree)."""
+    _check_same_runs(a, b)
     n = shared_clips(a, b)
     merged = []
     for i, (x, y) in enumerate(zip(_cases(a)[:n], _cases(b)[:n], strict=True)):
@@ -56,10 +66,28 @@ def merge_results(a: dict, b: dict) -> list[dict[str, dict]]:
     return merged
 
 
+def append_results(a: dict, b: dict) -> list[dict[str, dict]]:
+    """The cases of report ``a`` then those of ``b``, which continues it (raises ValueError
+    where ``b`` does not start at ``a``'s end or ran other methods or settings)."""
+    _check_same_runs(a, b)
+    end = a.get("first_clip", 0) + len(a["cases"])
+    if b.get("first_clip", 0) != end:
+        raise ValueError(f"the second report does not continue the first: it starts at clip "
+                         f"{b.get('first_clip', 0) + 1}, the first ends at clip {end} (run "
+                         f"it with --skip-clips {end})")  # fmt: skip
+    methods = {frozenset(case) for case in a["cases"] + b["cases"]}
+    if len(methods) != 1:
+        raise ValueError("the two reports ran other methods")
+    return _cases(a) + _cases(b)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs=2, help="two bench quality results.json")
+    parser.add_argument("--append", action="store_true",
+                        help="the second report continues the first (bench quality "
+                        "--skip-clips): A's clips then B's")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"),
                         help="results folder (default: %(default)s)")
     parser.add_argument("--name", default="merged", help="subfolder of --out (default: "
@@ -67,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         a, b = (json.loads(path.read_text()) for path in args.results)
-        cases = merge_results(a, b)
+        cases = (append_results if args.append else merge_results)(a, b)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     from ..demo import write_report, writing_folder
@@ -78,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{settings.model}, {settings.frames} frames at {settings.size} px; merged from "
              f"{args.results[0]} and {args.results[1]}; mean ± standard error over clips; scores "
              "against the edited scene's exact ground truth.")  # fmt: skip
-    extra = {"cases_scenes": a["cases_scenes"][: len(cases)], "world": a["world"]}
+    scenes = a["cases_scenes"] + b["cases_scenes"] if args.append else a["cases_scenes"]
+    extra = {"cases_scenes": scenes[: len(cases)], "world": a["world"],
+             "first_clip": a.get("first_clip", 0)}  # fmt: skip
     extra.update(report="inr-smooth bench quality", merged_from=[str(p) for p in args.results])
     folder = args.out / args.name
     with writing_folder(folder) as tmp:

@@ -120,6 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                formatter_class=_HelpFormatter)  # fmt: skip
     quality.add_argument("--clips", type=int, default=8, help="number of seeded clips")
     quality.add_argument("--seed", type=int, default=0, help="seed of the clips and the runs")
+    quality.add_argument("--skip-clips", type=int, default=0, metavar="K",
+                         help="start at the seed's clip K+1: a run that continues one of "
+                         "K clips (python -m inr_smooth.bench.merge --append joins "
+                         "them)")  # fmt: skip
     quality.add_argument("--world", choices=("simple", "rich"), default="simple",
                          help="simple: one flat object; rich: textures, two objects, occlusion,"
                               " a camera pan, scale change")  # fmt: skip
@@ -321,6 +325,7 @@ def _run_quality(args: argparse.Namespace) -> None:
 
     methods = tuple(args.methods or METHODS)
     _check_quality_args(args, methods, RUNNERS)
+    _at_least(skip_clips=(args.skip_clips, 0))
     folder = args.out / args.name
     _check_output(lambda p, what: check_report_folder(p, REPORT_FILES, what), folder,
                   "quality report folder")  # fmt: skip
@@ -328,7 +333,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     from . import user_errors
 
     settings = _quality_settings(args)
-    pairs = random_cases(args.clips, args.seed, args.world)
+    pairs = random_cases(args.skip_clips + args.clips, args.seed, args.world)[args.skip_clips:]
     keys = {case_key(s, t, settings, methods) for s, t in pairs}
     try:
         with _case_log(folder, keys) as log:
@@ -343,14 +348,16 @@ def _write_quality(folder: Path, results, settings, args: argparse.Namespace, pa
     from ..demo import write_report, writing_folder
     from ..quality import scene_record
 
+    skipped = f", from clip {args.skip_clips + 1}" if args.skip_clips else ""
     title = (
         f"Quality benchmark: {args.clips} seeded synthetic clips ({args.world} world, seed "
-        f"{args.seed}), model "
+        f"{args.seed}{skipped}), model "
         f"{settings.model}, {settings.frames} frames at {settings.size} px; mean ± standard "
         "error over clips; scores against the edited scene's exact ground truth."
     )
     extra = {"cases_scenes": [[scene_record(s), scene_record(t)] for s, t in pairs],
-             "world": args.world, "report": "inr-smooth bench quality"}  # fmt: skip
+             "world": args.world, "report": "inr-smooth bench quality",
+             "first_clip": args.skip_clips}  # fmt: skip
     with writing_folder(folder) as tmp:
         print(write_report(tmp, results, settings, title, extra))
 
