@@ -68,3 +68,13 @@ def test_reports_of_other_clips_or_other_scores_are_one_line(tmp_path, capsys, s
         main([str(a), str(b), "--out", str(tmp_path), "--name", "m"])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_an_unwritable_output_is_one_line(tmp_path, capsys):
+    a = _report(tmp_path / "a.json", {"tune:none": [0.1, 0.2, 0.4]})
+    b = _report(tmp_path / "b.json", {"tune:inr": [0.1, 0.2, 0.3]})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main([str(a), str(b), "--out", str(tmp_path / "file"), "--name", "m"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "cannot write" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["append_results", "merge_results", "shared_clips"]
+__all__ = ["append_results", "merge_results"]
 
 _SAME = ("settings", "world", "metric_suite_version")
 
@@ -34,7 +34,7 @@ def _cases(results: dict) -> list[dict[str, dict]]:
             for case, seconds in zip(results["cases"], results["seconds"], strict=True)]
 
 
-def shared_clips(a: dict, b: dict) -> int:
+def _shared_clips(a: dict, b: dict) -> int:
     """How many first clips two reports share (all of the shorter one's, else ValueError)."""
     n = min(len(a["cases_scenes"]), len(b["cases_scenes"]))
     if not n or a["cases_scenes"][:n] != b["cases_scenes"][:n]:
@@ -55,7 +55,7 @@ def merge_results(a: dict, b: dict) -> list[dict[str, dict]]:
     """The cases of two bench quality reports on the same (first) clips, with the methods of
     both (raises ValueError where they are not the same clips and settings, or disagree)."""
     _check_same_runs(a, b)
-    n = shared_clips(a, b)
+    n = _shared_clips(a, b)
     merged = []
     for i, (x, y) in enumerate(zip(_cases(a)[:n], _cases(b)[:n], strict=True)):
         for method in x.keys() & y.keys():
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     from ..demo import write_report, writing_folder
+    from ..outputs import OutputError
     from ..quality import QualitySettings
 
     settings = QualitySettings(**a["settings"])
@@ -111,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
              "first_clip": a.get("first_clip", 0)}  # fmt: skip
     extra.update(report="inr-smooth bench quality", merged_from=[str(p) for p in args.results])
     folder = args.out / args.name
-    with writing_folder(folder) as tmp:
-        print(write_report(tmp, cases, settings, title, extra))
+    try:
+        with writing_folder(folder) as tmp:
+            print(write_report(tmp, cases, settings, title, extra))
+    except (OSError, OutputError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(f"wrote {folder}")
 
 
