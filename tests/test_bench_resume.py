@@ -130,6 +130,8 @@ def test_a_run_that_skips_the_first_clips_continues_a_shorter_one(monkeypatch, t
     whole, first = run("whole", 5), run("first", 3)
     rest, wrong = run("rest", 2, "--skip-clips", "3"), run("wrong", 2, "--skip-clips", "2")
     assert "seed 0, from clip 4" in (tmp_path / "rest" / "table.md").read_text()
+    merge([str(rest), str(rest), "--out", str(tmp_path), "--name", "rest-again"])
+    assert "world, from clip 4)" in (tmp_path / "rest-again" / "table.md").read_text()
     merge([str(first), str(rest), "--append", "--out", str(tmp_path), "--name", "joined"])
     joined = json.loads((tmp_path / "joined" / "results.json").read_text())
     expected = json.loads(whole.read_text())

@@ -103,13 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     from ..quality import QualitySettings
 
     settings = QualitySettings(**a["settings"])
-    title = (f"Quality benchmark: {len(cases)} seeded synthetic clips ({a['world']} world), model "
+    first = a.get("first_clip", 0)
+    skipped = f", from clip {first + 1}" if first else ""
+    title = (f"Quality benchmark: {len(cases)} seeded synthetic clips ({a['world']} world"
+             f"{skipped}), model "
              f"{settings.model}, {settings.frames} frames at {settings.size} px; merged from "
              f"{args.results[0]} and {args.results[1]}; mean ± standard error over clips; scores "
              "against the edited scene's exact ground truth.")  # fmt: skip
     scenes = a["cases_scenes"] + b["cases_scenes"] if args.append else a["cases_scenes"]
     extra = {"cases_scenes": scenes[: len(cases)], "world": a["world"],
-             "first_clip": a.get("first_clip", 0)}  # fmt: skip
+             "first_clip": first}  # fmt: skip
     extra.update(report="inr-smooth bench quality", merged_from=[str(p) for p in args.results])
     folder = args.out / args.name
     try:
